@@ -1,0 +1,9 @@
+//! Types shared by the kernel side (`xlperf-ebpf`) and userspace (`xlperf`).
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so both sides agree on the layout
+//! byte for byte; the size assertions at the bottom fail the build if a field moves.
+#![no_std]
+
+pub mod ffi;
+
+pub use ffi::*;

@@ -1,0 +1,19 @@
+//! xlperf's kernel side: one module per probe family.
+#![no_std]
+#![no_main]
+
+#[cfg(target_arch = "bpf")]
+mod bench;
+#[cfg(target_arch = "bpf")]
+mod ffi;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable path to here, so it is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,173 @@
+//! `xlperf check`: what works on this host and why not, one line each.
+
+use std::{fs, path::Path};
+
+use aya::{
+    maps::{MapType, RingBuf},
+    programs::ProgramType,
+    sys::{is_map_supported, is_program_supported},
+};
+use xlperf_common::CALIBRATION_BOUNDARY;
+
+use crate::{
+    event::ring,
+    privileges,
+    probe::{
+        calibrate,
+        loader::{self, CALL_RECORDS},
+        tracefs,
+    },
+    report::table::human_ns,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Missing,
+    Fail,
+}
+
+struct Line {
+    verdict: Verdict,
+    what: &'static str,
+    why: String,
+}
+
+/// Runs every check, prints one line each, and returns whether uprobe tracing works.
+pub fn run() -> bool {
+    let mut lines = vec![line(Verdict::Ok, "kernel", kernel_release())];
+    let privileged = privileges::check();
+    let root = privileged.is_ok();
+    lines.push(match privileged {
+        Ok(why) => line(Verdict::Ok, "privileges", why),
+        Err(why) => line(Verdict::Fail, "privileges", why),
+    });
+    lines.push(if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        line(Verdict::Ok, "BTF", "/sys/kernel/btf/vmlinux present".into())
+    } else {
+        line(Verdict::Missing, "BTF", "no /sys/kernel/btf/vmlinux: kernel built without CONFIG_DEBUG_INFO_BTF; FFI tracing does not need it".into())
+    });
+    lines.push(match tracefs::ensure_mounted() {
+        Ok(state) => line(
+            Verdict::Ok,
+            "tracefs",
+            format!("{} {state}", tracefs::MOUNT_POINT),
+        ),
+        Err(e) => line(
+            Verdict::Fail,
+            "tracefs",
+            format!(
+                "cannot mount at {}: {e}; tracepoint probes will not work",
+                tracefs::MOUNT_POINT
+            ),
+        ),
+    });
+    lines.push(feature(
+        "ring buffer",
+        is_map_supported(MapType::RingBuf).map_err(|e| e.to_string()),
+        "BPF_MAP_TYPE_RINGBUF needs Linux 5.8",
+    ));
+    let uprobe = if root {
+        uprobe_line()
+    } else {
+        line(
+            Verdict::Fail,
+            "uprobe",
+            "needs privileges (see above)".into(),
+        )
+    };
+    let uprobe_ok = uprobe.verdict == Verdict::Ok;
+    lines.push(uprobe);
+    lines.push(feature(
+        "tracepoint",
+        is_program_supported(ProgramType::TracePoint).map_err(|e| e.to_string()),
+        "tracepoint programs unavailable",
+    ));
+    if tracefs::has_tracepoint("sched", "sched_switch") {
+        lines.push(line(
+            Verdict::Ok,
+            "sched tracepoints",
+            "sched/sched_switch present".into(),
+        ));
+    } else {
+        lines.push(line(
+            Verdict::Missing,
+            "sched tracepoints",
+            "sched/sched_switch not found in tracefs".into(),
+        ));
+    }
+    lines.push(feature(
+        "perf event",
+        is_program_supported(ProgramType::PerfEvent).map_err(|e| e.to_string()),
+        "perf_event programs unavailable",
+    ));
+    lines.push(if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        line(Verdict::Ok, "kprobes", "kprobe PMU present".into())
+    } else {
+        line(Verdict::Missing, "kprobes", "no kprobe PMU (kernel built without CONFIG_KPROBES); xlperf's FFI tracing uses uprobes and does not need them".into())
+    });
+    for l in &lines {
+        let tag = match l.verdict {
+            Verdict::Ok => "ok     ",
+            Verdict::Missing => "missing",
+            Verdict::Fail => "FAIL   ",
+        };
+        println!("{tag}  {:<18} {}", l.what, l.why);
+    }
+    if uprobe_ok {
+        println!("\nFFI boundary tracing works on this host.");
+    } else {
+        println!("\nFFI boundary tracing does not work on this host (see the FAIL lines).");
+    }
+    uprobe_ok
+}
+
+fn line(verdict: Verdict, what: &'static str, why: String) -> Line {
+    Line { verdict, what, why }
+}
+
+fn feature(what: &'static str, supported: Result<bool, String>, missing: &str) -> Line {
+    match supported {
+        Ok(true) => line(Verdict::Ok, what, "supported".into()),
+        Ok(false) => line(Verdict::Missing, what, missing.into()),
+        Err(e) => line(Verdict::Fail, what, format!("probe failed: {e}")),
+    }
+}
+
+/// Attaches the real FFI probe pair to a function of our own, calls it, and checks that
+/// every call produced exactly one record.
+fn uprobe_line() -> Line {
+    let what = "uprobe+uretprobe";
+    let result = (|| -> Result<String, String> {
+        let mut ebpf = loader::load().map_err(|e| e.to_string())?;
+        let cost = calibrate::measure(&mut ebpf).map_err(|e| e.to_string())?;
+        let map = ebpf
+            .take_map(CALL_RECORDS)
+            .ok_or("ring buffer map missing")?;
+        let mut records = RingBuf::try_from(map).map_err(|e| e.to_string())?;
+        let mut seen = 0u64;
+        while let Some(item) = records.next() {
+            if ring::decode(&item).is_some_and(|r| r.boundary == CALIBRATION_BOUNDARY) {
+                seen += 1;
+            }
+        }
+        if seen != cost.probed_calls {
+            return Err(format!("{} calls made, {seen} traced", cost.probed_calls));
+        }
+        Ok(format!(
+            "{seen} of {} calls traced; {} added per traced call",
+            cost.probed_calls,
+            human_ns(cost.per_call_ns)
+        ))
+    })();
+    match result {
+        Ok(why) => line(Verdict::Ok, what, why),
+        Err(why) => line(Verdict::Fail, what, why),
+    }
+}
+
+fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,152 @@
+//! Command-line types (clap derive only; behaviour lives in the commands' modules).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Profile the places where one language calls into another: FFI calls into C, Rust, Nim
+/// and Zig libraries, from any language that produces ELF code, with eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "xlperf", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what works on this host and why not: privileges, BTF, tracefs, ring buffer,
+    /// uprobe/uretprobe, tracepoint and perf-event programs, kprobes.
+    ///
+    /// Exits 0 when FFI boundary tracing (uprobes) works.
+    Check,
+    /// Trace FFI boundary crossings and print a latency table per function.
+    ///
+    /// Examples:
+    ///   sudo xlperf record --ffi libz.so.1:deflate* -- python3 -c 'import zlib; zlib.compress(b"x")'
+    ///   sudo xlperf record -p 4242 --ffi libssl.so.3:SSL_* -d 10s
+    ///   sudo xlperf record -p 4242 --ffi /opt/app/libfoo.so --json
+    #[command(verbatim_doc_comment)]
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Library (or executable) to trace, and which of its functions: LIB[:GLOB].
+    ///
+    /// LIB is a path, or a name found in the target's memory maps or in the
+    /// dynamic linker's cache (`libz.so.1`, `libz`, or the program's own name).
+    /// GLOB selects functions by name from .dynsym and .symtab (default `*`).
+    /// Repeatable.
+    #[arg(long = "ffi", value_name = "LIB[:GLOB]", required = true)]
+    pub ffi: Vec<String>,
+
+    /// Stop after this long (e.g. 500ms, 10s, 2m). Default: until Ctrl-C or the target exits.
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Print the summary as JSON (schema documented in README.md) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Refuse to attach to more functions than this; each costs a probe pair per call.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_functions: usize,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// Trace an existing process (repeatable).
+    #[arg(short = 'p', long = "pid", value_name = "PID", group = "target_kind")]
+    pub pids: Vec<u32>,
+
+    /// Trace every process that maps the libraries.
+    #[arg(long, group = "target_kind")]
+    pub all: bool,
+
+    /// Run this command and trace it from its first instruction; stop when it exits.
+    #[arg(last = true, value_name = "COMMAND", group = "target_kind")]
+    pub command: Vec<String>,
+}
+
+/// The library path or name and glob of one `--ffi` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FfiSpec {
+    pub library: PathBuf,
+    pub glob: String,
+}
+
+impl FfiSpec {
+    /// Splits `LIB[:GLOB]` at the last colon; a missing or empty GLOB means every function.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (library, glob) = match spec.rsplit_once(':') {
+            Some((lib, glob)) => (lib, glob),
+            None => (spec, ""),
+        };
+        if library.is_empty() {
+            return Err(format!(
+                "--ffi {spec:?}: the library is missing; expected LIB[:GLOB], e.g. libz.so.1:deflate*"
+            ));
+        }
+        let glob = if glob.is_empty() { "*" } else { glob };
+        Ok(Self {
+            library: PathBuf::from(library),
+            glob: glob.to_owned(),
+        })
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {text:?}: use a number with a unit, e.g. 500ms, 10s, 2m or 1h")
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(bad());
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "10x", "-1s", "0", "ten", "1e400s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn ffi_specs() {
+        let spec = FfiSpec::parse("libz.so.1:deflate*").expect("valid");
+        assert_eq!(spec.library, PathBuf::from("libz.so.1"));
+        assert_eq!(spec.glob, "deflate*");
+        assert_eq!(FfiSpec::parse("libz").expect("valid").glob, "*");
+        assert_eq!(FfiSpec::parse("/a/b.so:").expect("valid").glob, "*");
+        assert!(FfiSpec::parse(":foo").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Reading records out of the kernel's ring buffers.
+
+pub mod ring;

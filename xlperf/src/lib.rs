@@ -1,0 +1,26 @@
+//! xlperf: profile the places where one language calls into another, with eBPF.
+//!
+//! The binary's `main.rs` only parses the command line and calls [`run`].
+
+pub mod check;
+pub mod cli;
+pub mod event;
+pub mod metrics;
+pub mod privileges;
+pub mod probe;
+pub mod record;
+pub mod report;
+
+use std::process::ExitCode;
+
+/// Runs a parsed command; errors come back for `main` to print as one line.
+pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        cli::Command::Check => Ok(if check::run() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        cli::Command::Record(args) => record::run(&args).map(|()| ExitCode::SUCCESS),
+    }
+}

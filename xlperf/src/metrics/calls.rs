@@ -1,0 +1,128 @@
+//! HDR histograms of call durations per (process, boundary).
+
+use std::collections::HashMap;
+
+use hdrhistogram::Histogram;
+use xlperf_common::{CALIBRATION_BOUNDARY, CallRecord};
+
+/// Durations from 1 ns to 1 hour at 3 significant digits (0.1 % error).
+const MAX_TRACKED_NS: u64 = 3_600_000_000_000;
+const SIGFIGS: u8 = 3;
+
+/// Statistics of one boundary in one process.
+#[derive(Debug, Clone)]
+pub struct CallStats {
+    pub calls: u64,
+    pub total_ns: u64,
+    pub depth_max: u32,
+    max_ns: u64,
+    pub histogram: Histogram<u64>,
+}
+
+impl CallStats {
+    fn new() -> Self {
+        Self {
+            calls: 0,
+            total_ns: 0,
+            depth_max: 0,
+            max_ns: 0,
+            histogram: Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGFIGS)
+                .unwrap_or_else(|_| Histogram::new(SIGFIGS).unwrap_or_else(|_| unreachable!())),
+        }
+    }
+
+    pub fn quantile(&self, q: f64) -> u64 {
+        self.histogram.value_at_quantile(q)
+    }
+
+    /// The exact maximum (the histogram's would be rounded to its precision).
+    pub fn max(&self) -> u64 {
+        self.max_ns
+    }
+}
+
+/// All call statistics of a recording.
+#[derive(Debug, Default)]
+pub struct CallAggregator {
+    stats: HashMap<(u32, u32), CallStats>,
+    pub records: u64,
+}
+
+impl CallAggregator {
+    pub fn record(&mut self, record: &CallRecord) {
+        if record.boundary == CALIBRATION_BOUNDARY {
+            return;
+        }
+        self.records += 1;
+        let stats = self
+            .stats
+            .entry((record.pid, record.boundary))
+            .or_insert_with(CallStats::new);
+        stats.calls += 1;
+        stats.total_ns = stats.total_ns.saturating_add(record.duration_ns);
+        stats.depth_max = stats.depth_max.max(record.depth);
+        stats.max_ns = stats.max_ns.max(record.duration_ns);
+        stats.histogram.saturating_record(record.duration_ns.max(1));
+    }
+
+    /// (pid, boundary, stats), sorted by total time, largest first.
+    pub fn by_total_time(&self) -> Vec<(u32, u32, &CallStats)> {
+        let mut rows: Vec<_> = self
+            .stats
+            .iter()
+            .map(|(&(pid, boundary), stats)| (pid, boundary, stats))
+            .collect();
+        rows.sort_by(|a, b| {
+            b.2.total_ns
+                .cmp(&a.2.total_ns)
+                .then(a.0.cmp(&b.0))
+                .then(a.1.cmp(&b.1))
+        });
+        rows
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.stats.keys().map(|&(pid, _)| pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(pid: u32, boundary: u32, duration_ns: u64, depth: u32) -> CallRecord {
+        CallRecord {
+            start_ns: 0,
+            duration_ns,
+            boundary,
+            parent: 0,
+            pid,
+            tid: pid,
+            depth,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn aggregates_per_pid_and_boundary_sorted_by_total() {
+        let mut agg = CallAggregator::default();
+        for d in [100, 200, 300] {
+            agg.record(&call(10, 1, d, 1));
+        }
+        agg.record(&call(10, 2, 10_000, 2));
+        agg.record(&call(11, 1, 5, 1));
+        agg.record(&call(11, CALIBRATION_BOUNDARY, 5, 1));
+        assert_eq!(agg.records, 5);
+        let rows = agg.by_total_time();
+        assert_eq!(rows.len(), 3);
+        assert_eq!((rows[0].0, rows[0].1), (10, 2));
+        assert_eq!(rows[0].2.depth_max, 2);
+        let (_, _, stats) = rows[1];
+        assert_eq!((stats.calls, stats.total_ns, stats.max()), (3, 600, 300));
+        assert_eq!(stats.quantile(0.5), 200);
+        assert_eq!(agg.pids(), vec![10, 11]);
+    }
+}

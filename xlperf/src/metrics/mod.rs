@@ -1,0 +1,3 @@
+//! Aggregation of call records into per-boundary latency histograms.
+
+pub mod calls;

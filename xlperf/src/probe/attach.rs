@@ -1,0 +1,75 @@
+//! Attaching the FFI probe pair to every boundary, in every target scope.
+
+use std::num::NonZeroU32;
+
+use aya::{
+    Ebpf,
+    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+};
+
+use super::{
+    ProbeError,
+    boundary::BoundaryTable,
+    loader::{self, FFI_ENTRY, FFI_EXIT},
+};
+
+/// Which processes a set of boundaries is traced in.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub scope: UProbeScope,
+    pub boundaries: Vec<u32>,
+}
+
+impl Attachment {
+    pub fn pid(pid: u32, boundaries: Vec<u32>) -> Self {
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        Self { scope, boundaries }
+    }
+
+    pub fn all(boundaries: Vec<u32>) -> Self {
+        Self {
+            scope: UProbeScope::AllProcesses,
+            boundaries,
+        }
+    }
+}
+
+/// Attaches entry and return probes; returns the number of probes attached.
+///
+/// Return probes go first: a call already in flight when its entry probe appears would
+/// otherwise leave a frame that is never popped, and corrupt the parent of later calls.
+/// A return without its entry is only counted (`unmatched_return`).
+pub fn attach_ffi(
+    ebpf: &mut Ebpf,
+    table: &BoundaryTable,
+    attachments: &[Attachment],
+) -> Result<usize, ProbeError> {
+    let mut attached = 0;
+    for program in [FFI_EXIT, FFI_ENTRY] {
+        let probe = loader::uprobe(ebpf, program)?;
+        for attachment in attachments {
+            for &id in &attachment.boundaries {
+                let Some(boundary) = table.get(id) else {
+                    continue;
+                };
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(boundary.attach_offset()),
+                    cookie: Some(u64::from(id)),
+                };
+                probe
+                    .attach(point, &boundary.library, attachment.scope)
+                    .map_err(|source| ProbeError::Program {
+                        what: format!(
+                            "attaching {program} to {}:{} (offset {:#x})",
+                            boundary.library.display(),
+                            boundary.function,
+                            boundary.attach_offset()
+                        ),
+                        source,
+                    })?;
+                attached += 1;
+            }
+        }
+    }
+    Ok(attached)
+}

@@ -1,0 +1,176 @@
+//! The boundary table: every traced function gets a small integer id, which is the
+//! uprobe's attach cookie and the `boundary` field of each call record.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use globset::GlobBuilder;
+
+use super::{
+    ProbeError,
+    elf::ElfImage,
+    library::{self, Scope},
+    prologue::{self, ProbeSite},
+};
+use crate::cli::FfiSpec;
+
+/// One traced function.
+#[derive(Debug, Clone)]
+pub struct Boundary {
+    pub id: u32,
+    pub library: PathBuf,
+    pub function: String,
+    /// File offset of the function's first byte.
+    pub file_offset: u64,
+    pub site: ProbeSite,
+}
+
+impl Boundary {
+    /// File offset the probes attach to.
+    pub fn attach_offset(&self) -> u64 {
+        self.file_offset + self.site.offset
+    }
+
+    /// The library's file name, as shown in tables.
+    pub fn library_name(&self) -> String {
+        self.library.file_name().map_or_else(
+            || self.library.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+}
+
+/// All boundaries of a recording, and which of them each target scope gets.
+#[derive(Debug, Default)]
+pub struct BoundaryTable {
+    boundaries: Vec<Boundary>,
+    by_site: HashMap<(PathBuf, u64), u32>,
+}
+
+impl BoundaryTable {
+    pub fn get(&self, id: u32) -> Option<&Boundary> {
+        self.boundaries
+            .get(usize::try_from(id).ok()?.checked_sub(1)?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.boundaries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.boundaries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Boundary> {
+        self.boundaries.iter()
+    }
+
+    /// Adds the functions of `spec` as seen from `scope`, returning their ids.
+    pub fn add(&mut self, spec: &FfiSpec, scope: &Scope<'_>) -> Result<Vec<u32>, ProbeError> {
+        let matcher = GlobBuilder::new(&spec.glob)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| ProbeError::BadGlob {
+                glob: spec.glob.clone(),
+                reason: e.kind().to_string(),
+            })?
+            .compile_matcher();
+        let path = library::resolve(&spec.library, scope)?;
+        let image = ElfImage::read(&path)?;
+
+        let mut ids = Vec::new();
+        let mut ifuncs = Vec::new();
+        for function in &image.functions {
+            let Some(name) = function.names.iter().find(|n| matcher.is_match(n.as_str())) else {
+                continue;
+            };
+            if function.ifunc {
+                ifuncs.push(name.clone());
+                continue;
+            }
+            let key = (path.clone(), function.vaddr);
+            let id = match self.by_site.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let site = prologue::choose(image.code(function, prologue::CODE_WINDOW));
+                    self.push(&path, name, function.file_offset, site)
+                }
+            };
+            self.by_site.insert(key, id);
+            ids.push(id);
+        }
+        if ids.is_empty() {
+            return Err(if ifuncs.is_empty() {
+                ProbeError::NoMatchingFunction {
+                    path,
+                    glob: spec.glob.clone(),
+                    count: image.functions.len(),
+                }
+            } else {
+                ProbeError::OnlyIfunc {
+                    path,
+                    names: ifuncs.join(", "),
+                }
+            });
+        }
+        if !ifuncs.is_empty() {
+            log::warn!(
+                "skipping {} IFUNC resolver(s) in {} ({}): they run once at load time",
+                ifuncs.len(),
+                path.display(),
+                ifuncs.join(", ")
+            );
+        }
+        Ok(ids)
+    }
+
+    fn push(&mut self, library: &Path, function: &str, file_offset: u64, site: ProbeSite) -> u32 {
+        let id = u32::try_from(self.boundaries.len() + 1).unwrap_or(u32::MAX - 1);
+        self.boundaries.push(Boundary {
+            id,
+            library: library.to_path_buf(),
+            function: function.to_owned(),
+            file_offset,
+            site,
+        });
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libc_functions_by_glob() {
+        let mut table = BoundaryTable::default();
+        let scope = Scope::Pid(std::process::id());
+        let spec = FfiSpec::parse("libc.so.6:getpid").expect("spec");
+        let ids = table.add(&spec, &scope).expect("getpid in libc");
+        assert_eq!(ids, vec![1]);
+        // The same function again gets the same id.
+        assert_eq!(table.add(&spec, &scope).expect("again"), vec![1]);
+        let b = table.get(1).expect("boundary 1");
+        assert_eq!(b.function, "getpid");
+        assert!(b.library_name().starts_with("libc"));
+        assert!(table.get(0).is_none() && table.get(2).is_none());
+    }
+
+    #[test]
+    fn bad_glob_and_no_match_are_errors() {
+        let mut table = BoundaryTable::default();
+        let scope = Scope::Pid(std::process::id());
+        let bad = FfiSpec::parse("libc.so.6:[oops").expect("spec");
+        assert!(matches!(
+            table.add(&bad, &scope),
+            Err(ProbeError::BadGlob { .. })
+        ));
+        let none = FfiSpec::parse("libc.so.6:no_such_function_xyz").expect("spec");
+        assert!(matches!(
+            table.add(&none, &scope),
+            Err(ProbeError::NoMatchingFunction { .. })
+        ));
+    }
+}

@@ -1,0 +1,126 @@
+//! Function symbols of an ELF file, with the file offsets uprobes attach at.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, SymbolFlags, SymbolKind};
+
+use super::ProbeError;
+
+/// `STT_GNU_IFUNC`: the symbol's address is a resolver run once by the dynamic linker,
+/// not the function callers reach.
+const STT_GNU_IFUNC: u8 = 10;
+
+/// A function defined in an ELF file, possibly under several names (aliases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    /// Every symbol name at this address, `.dynsym` names first.
+    pub names: Vec<String>,
+    pub vaddr: u64,
+    pub size: u64,
+    /// Where the function's first byte lies in the file: what a uprobe attaches to.
+    pub file_offset: u64,
+    pub ifunc: bool,
+}
+
+/// An ELF image read into memory with its functions indexed by address.
+pub struct ElfImage {
+    pub path: PathBuf,
+    data: Vec<u8>,
+    pub functions: Vec<Function>,
+}
+
+impl ElfImage {
+    pub fn read(path: &Path) -> Result<Self, ProbeError> {
+        let data = fs::read(path).map_err(|source| ProbeError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let functions = functions(&data).map_err(|reason| ProbeError::NotElf {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            data,
+            functions,
+        })
+    }
+
+    /// Up to `max` bytes of a function's code, read from the file.
+    pub fn code(&self, function: &Function, max: u64) -> &[u8] {
+        let start = usize::try_from(function.file_offset).unwrap_or(usize::MAX);
+        let len = usize::try_from(function.size.min(max)).unwrap_or(0);
+        self.data
+            .get(start..start.saturating_add(len))
+            .unwrap_or_default()
+    }
+}
+
+fn functions(data: &[u8]) -> Result<Vec<Function>, String> {
+    let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    if file.format() != object::BinaryFormat::Elf {
+        return Err("not an ELF file".into());
+    }
+    let segments: Vec<(u64, u64, u64)> = file
+        .segments()
+        .map(|s| {
+            let (offset, file_size) = s.file_range();
+            (s.address(), offset, file_size)
+        })
+        .collect();
+
+    let mut by_addr: BTreeMap<u64, Function> = BTreeMap::new();
+    for symbol in file.dynamic_symbols().chain(file.symbols()) {
+        if symbol.kind() != SymbolKind::Text || !symbol.is_definition() || symbol.size() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        let vaddr = symbol.address();
+        let Some(file_offset) = segments.iter().find_map(|&(addr, offset, size)| {
+            (vaddr >= addr && vaddr - addr < size).then(|| vaddr - addr + offset)
+        }) else {
+            continue;
+        };
+        let ifunc = matches!(symbol.flags(), SymbolFlags::Elf { st_info, .. } if st_info & 0xf == STT_GNU_IFUNC);
+        let entry = by_addr.entry(vaddr).or_insert_with(|| Function {
+            names: Vec::new(),
+            vaddr,
+            size: symbol.size(),
+            file_offset,
+            ifunc,
+        });
+        if !entry.names.iter().any(|n| n == name) {
+            entry.names.push(name.to_owned());
+        }
+    }
+    Ok(by_addr.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_executable_has_functions_with_file_offsets() {
+        let image = ElfImage::read(Path::new("/proc/self/exe")).expect("read self");
+        let main = image
+            .functions
+            .iter()
+            .find(|f| f.names.iter().any(|n| n == "main"))
+            .expect("main is a function of the test binary");
+        assert!(main.size > 0);
+        assert!(!image.code(main, 16).is_empty());
+    }
+
+    #[test]
+    fn non_elf_is_an_error() {
+        assert!(functions(b"#!/bin/sh\necho hi\n").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The embedded eBPF object and access to its programs and maps.
+
+use aya::{
+    Ebpf,
+    programs::{ProgramError, UProbe},
+};
+
+use super::ProbeError;
+
+/// The eBPF object built by build.rs, embedded in the binary.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlperf"));
+
+/// Program names, as the functions are named in xlperf-ebpf.
+pub const FFI_ENTRY: &str = "ffi_entry";
+pub const FFI_EXIT: &str = "ffi_exit";
+pub const EMPTY_ENTRY: &str = "empty_entry";
+pub const EMPTY_EXIT: &str = "empty_exit";
+
+/// Map names.
+pub const CALL_RECORDS: &str = "CALL_RECORDS";
+pub const FFI_COUNTERS: &str = "FFI_COUNTERS";
+
+/// Loads the object: creates its maps. Programs are loaded into the kernel on first use.
+pub fn load() -> Result<Ebpf, ProbeError> {
+    raise_fd_limit();
+    Ok(Ebpf::load(OBJECT)?)
+}
+
+/// The uprobe program `name`, verified and loaded into the kernel.
+pub fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
+    let program: &mut UProbe = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            what: format!("program {name} is not a uprobe"),
+            source,
+        })?;
+    match program.load() {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(program),
+        Err(source) => Err(ProbeError::Program {
+            what: format!("the kernel rejected eBPF program {name}"),
+            source,
+        }),
+    }
+}
+
+/// Each attached probe holds a perf-event file descriptor; a glob over a large library
+/// needs thousands. Raise the soft limit to the hard one (no privilege needed).
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the rlimit struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

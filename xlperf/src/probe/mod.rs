@@ -1,0 +1,75 @@
+//! What to attach where: libraries, function symbols, probe sites, and the attach itself.
+
+pub mod attach;
+pub mod boundary;
+pub mod calibrate;
+pub mod elf;
+pub mod library;
+pub mod loader;
+pub mod prologue;
+pub mod target;
+pub mod tracefs;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong between a command line and attached probes. Each message
+/// is one line that says what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("no process with pid {pid}: is it still running? (list processes with `ps -e`)")]
+    NoSuchProcess { pid: u32 },
+    #[error(
+        "library {library:?} not found in {looked_in}; pass its path instead, e.g. --ffi /usr/lib/x86_64-linux-gnu/{library}"
+    )]
+    LibraryNotFound { library: String, looked_in: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an ELF executable or library ({reason})")]
+    NotElf { path: PathBuf, reason: String },
+    #[error(
+        "invalid function glob {glob:?}: {reason}; use shell-style patterns such as 'deflate*' or 'xl_{{add,mul}}'"
+    )]
+    BadGlob { glob: String, reason: String },
+    #[error(
+        "no function of {path} matches {glob:?} (it defines {count} functions; list them with `nm -D --defined-only {path}`)"
+    )]
+    NoMatchingFunction {
+        path: PathBuf,
+        glob: String,
+        count: usize,
+    },
+    #[error(
+        "{path}: {names} only resolve(s) to an IFUNC resolver, which runs once at load time; trace the implementation it selects instead (e.g. __memcpy_avx_unaligned_erms)"
+    )]
+    OnlyIfunc { path: PathBuf, names: String },
+    #[error(
+        "{count} functions match; attaching more than {max} probe pairs would slow every call of the target. Narrow the glob (--ffi LIB:'prefix*') or raise --max-functions"
+    )]
+    TooManyFunctions { count: usize, max: usize },
+    #[error("command not found: {command} (not a file and not in $PATH)")]
+    CommandNotFound { command: String },
+    #[error("cannot start {command}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name} is missing from the embedded object (build problem)")]
+    MissingProgram { name: &'static str },
+    #[error("eBPF map {name} is missing from the embedded object (build problem)")]
+    MissingMap { name: &'static str },
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("{what}: {source}")]
+    Map {
+        what: String,
+        source: aya::maps::MapError,
+    },
+}

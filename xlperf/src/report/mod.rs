@@ -1,0 +1,6 @@
+//! What a recording tells its user: the JSON summary and the terminal table.
+
+pub mod summary;
+pub mod table;
+
+pub use summary::{BoundarySummary, Summary};

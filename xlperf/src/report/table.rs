@@ -1,0 +1,150 @@
+//! The human-readable summary printed at the end of `xlperf record`.
+
+use std::fmt::Write as _;
+
+use super::Summary;
+
+/// Formats nanoseconds with a unit that keeps 3 significant digits.
+pub fn human_ns(ns: u64) -> String {
+    let ns_f = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.2}µs", ns_f / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", ns_f / 1e6)
+    } else {
+        format!("{:.2}s", ns_f / 1e9)
+    }
+}
+
+pub fn render(summary: &Summary) -> String {
+    let mut out = String::new();
+    let multi_pid = {
+        let mut pids: Vec<u32> = summary.boundaries.iter().map(|b| b.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids.len() > 1
+    };
+    let calls: u64 = summary.boundaries.iter().map(|b| b.calls).sum();
+
+    let mut rows: Vec<[String; 9]> = vec![[
+        "PID".into(),
+        "LIBRARY".into(),
+        "FUNCTION".into(),
+        "CALLS".into(),
+        "TOTAL".into(),
+        "P50".into(),
+        "P90".into(),
+        "P99".into(),
+        "MAX".into(),
+    ]];
+    for b in &summary.boundaries {
+        rows.push([
+            format!("{} {}", b.pid, b.comm),
+            b.library.clone(),
+            b.function.clone(),
+            b.calls.to_string(),
+            human_ns(b.total_ns),
+            human_ns(b.p50_ns),
+            human_ns(b.p90_ns),
+            human_ns(b.p99_ns),
+            human_ns(b.max_ns),
+        ]);
+    }
+    let skip = usize::from(!multi_pid);
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    if summary.boundaries.is_empty() {
+        out.push_str("no traced function was called during the recording\n");
+    } else {
+        for row in &rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate().skip(skip) {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                if i >= 3 {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+                line.push_str("  ");
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+
+    let overhead = summary.probe_cost_ns.saturating_mul(calls);
+    let _ = write!(
+        out,
+        "\n{calls} calls in {}; {} records dropped; probe cost {} per call (≈{} added in total",
+        human_ns(summary.duration_ns),
+        summary.dropped,
+        human_ns(summary.probe_cost_ns),
+        human_ns(overhead),
+    );
+    if summary.duration_ns > 0 {
+        let _ = write!(
+            out,
+            ", {:.2}% of the recording",
+            overhead as f64 * 100.0 / summary.duration_ns as f64
+        );
+    }
+    out.push_str(")\n");
+    for (count, what) in [
+        (
+            summary.depth_overflow,
+            "calls nested deeper than 16 traced calls were not timed",
+        ),
+        (
+            summary.unmatched_returns,
+            "returns of calls already in flight at attach time were ignored",
+        ),
+        (
+            summary.abandoned,
+            "calls left without returning (longjmp/unwinding) were dropped",
+        ),
+        (
+            summary.stack_map_full,
+            "calls on threads beyond the 16384-thread table were not timed",
+        ),
+        (
+            summary.malformed,
+            "malformed records (xlperf version mismatch?)",
+        ),
+    ] {
+        if count > 0 {
+            let _ = writeln!(out, "note: {count} {what}");
+        }
+    }
+    if summary
+        .boundaries
+        .iter()
+        .any(|b| !b.probe_emulated && b.calls > 0)
+    {
+        out.push_str("note: some functions start with an instruction the kernel must single-step; their calls cost more to trace\n");
+    }
+    if let Some(status) = summary.target_exit_status {
+        let _ = writeln!(out, "target exited with status {status}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(human_ns(999), "999ns");
+        assert_eq!(human_ns(1_500), "1.50µs");
+        assert_eq!(human_ns(2_345_678), "2.35ms");
+        assert_eq!(human_ns(3_000_000_000), "3.00s");
+    }
+}
