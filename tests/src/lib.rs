@@ -1,1 +1,294 @@
+//! Helpers for xlperf's privileged integration tests: build the workloads, run the
+//! xlperf binary, read its JSON summary.
+//!
+//! Every test traces processes it starts itself and asserts exact counts, so tests can
+//! run in parallel: uprobes are scoped to the traced pid.
 
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The xlperf binary under test: $XLPERF_BIN (set by `cargo xtask test`) or the debug build.
+pub fn xlperf_bin() -> PathBuf {
+    let bin = std::env::var_os("XLPERF_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/xlperf"));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// Where workloads are built.
+fn build_dir() -> PathBuf {
+    let dir = root().join("target/xlperf-workloads");
+    std::fs::create_dir_all(&dir).expect("create workload dir");
+    dir
+}
+
+fn workload_src(rel: &str) -> PathBuf {
+    root().join("tests/workloads").join(rel)
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The C workloads: libxlcalc.so, c_driver, early, dl_driver.
+pub struct CWorkloads {
+    pub lib: PathBuf,
+    pub driver: PathBuf,
+    pub early: PathBuf,
+    pub dl_driver: PathBuf,
+}
+
+pub fn c_workloads() -> &'static CWorkloads {
+    static ONCE: OnceLock<CWorkloads> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        // One directory per test process: test binaries never share half-written files.
+        let dir = build_dir().join(format!("c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create dir");
+        let lib = dir.join("libxlcalc.so");
+        let c = workload_src("c");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-g", "-shared", "-fPIC", "-o"])
+                .arg(&lib)
+                .arg(c.join("xlcalc.c")),
+        );
+        let link = |name: &str| {
+            let out = dir.join(name);
+            run_ok(
+                Command::new("gcc")
+                    .args(["-O2", "-o"])
+                    .arg(&out)
+                    .arg(c.join(format!("{name}.c")))
+                    .arg(format!("-L{}", dir.display()))
+                    .arg("-lxlcalc")
+                    .arg(format!("-Wl,-rpath,{}", dir.display())),
+            );
+            out
+        };
+        let driver = link("c_driver");
+        let early = link("early");
+        let dl_driver = dir.join("dl_driver");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(&dl_driver)
+                .arg(c.join("dl_driver.c"))
+                .arg("-ldl"),
+        );
+        CWorkloads {
+            lib,
+            driver,
+            early,
+            dl_driver,
+        }
+    })
+}
+
+/// Builds the Rust cdylib workload with cargo; returns the .so path.
+pub fn rust_lib() -> PathBuf {
+    let target_dir = build_dir().join("rust");
+    run_ok(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(workload_src("rust/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir),
+    );
+    target_dir.join("release/libxlrust.so")
+}
+
+/// Builds the Nim library with Debian's nim; returns the .so path.
+pub fn nim_lib() -> PathBuf {
+    let dir = build_dir().join(format!("nim-{}", std::process::id()));
+    let out = dir.join("libxlnim.so");
+    run_ok(
+        Command::new("nim")
+            .args(["c", "--app:lib", "-d:release", "--hints:off"])
+            .arg(format!("--nimcache:{}", dir.join("cache").display()))
+            .arg(format!("--out:{}", out.display()))
+            .arg(workload_src("nim/xlnim.nim")),
+    );
+    out
+}
+
+/// Builds the Zig library with PyPI's ziglang; returns the .so path.
+pub fn zig_lib() -> PathBuf {
+    let dir = build_dir().join(format!("zig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let out = dir.join("libxlzig.so");
+    run_ok(
+        Command::new("python3")
+            .args([
+                "-m",
+                "ziglang",
+                "build-lib",
+                "-dynamic",
+                "-O",
+                "ReleaseSafe",
+                "-fPIC",
+            ])
+            .arg(format!("-femit-bin={}", out.display()))
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .arg("--global-cache-dir")
+            .arg(dir.join("global-cache"))
+            .arg(workload_src("zig/xlzig.zig")),
+    );
+    out
+}
+
+pub fn python_script(name: &str) -> PathBuf {
+    workload_src("python").join(name)
+}
+
+/// Runs xlperf with `args`; returns its output whatever the exit status.
+pub fn xlperf(args: &[&str]) -> Output {
+    Command::new(xlperf_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xlperf")
+}
+
+/// Runs `xlperf record --json ARGS`, asserts success, returns the summary.
+pub fn record_json(args: &[&str]) -> Value {
+    let mut full = vec!["record", "--json"];
+    full.extend_from_slice(args);
+    let out = xlperf(&full);
+    assert!(
+        out.status.success(),
+        "xlperf {full:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "xlperf printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(summary["schema_version"], 1);
+    assert_eq!(summary["dropped"], 0, "records were dropped: {summary:#}");
+    summary
+}
+
+/// The summary row of `function` in process `pid` (any pid if None).
+pub fn row<'a>(summary: &'a Value, function: &str, pid: Option<u32>) -> Option<&'a Value> {
+    summary["boundaries"]
+        .as_array()?
+        .iter()
+        .find(|b| b["function"] == function && pid.is_none_or(|p| b["pid"] == p))
+}
+
+/// Calls of `function` recorded in the summary (0 when it has no row).
+pub fn calls(summary: &Value, function: &str) -> u64 {
+    row(summary, function, None).map_or(0, |b| b["calls"].as_u64().expect("calls is a number"))
+}
+
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// A c_driver started with --wait: it has printed "ready" and waits for [`go`].
+pub struct WaitingDriver {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl WaitingDriver {
+    pub fn start(adds: u64, nested: u64) -> Self {
+        let w = c_workloads();
+        let mut child = Command::new(&w.driver)
+            .args([adds.to_string(), nested.to_string(), "--wait".into()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start c_driver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read ready");
+        assert_eq!(line.trim(), "ready");
+        let stdin = child.stdin.take();
+        Self { child, stdin }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the driver do its calls and waits for it to exit.
+    pub fn go(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin.write_all(b"go\n").expect("write go");
+        }
+        let status = self.child.wait().expect("wait driver");
+        assert!(status.success(), "c_driver failed: {status}");
+    }
+}
+
+impl Drop for WaitingDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts xlperf in the background and waits until its probes are attached (its
+/// "probes on" line on stderr). Returns the child and the stderr seen so far.
+pub fn spawn_attached(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(xlperf_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start xlperf");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stderr);
+        let mut seen = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            seen.push_str(&line);
+            if line.contains("probes on") {
+                let _ = tx.send(seen.clone());
+            }
+            line.clear();
+        }
+        let _ = tx.send(seen);
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .expect("xlperf did not attach within 60 s");
+    assert!(seen.contains("probes on"), "xlperf did not attach:\n{seen}");
+    (child, seen)
+}

@@ -117,7 +117,8 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
 
     let mut child = match &targets {
         Targets::Command(argv) => {
-            let child = Suspended::spawn(argv)?;
+            // With --json, stdout carries only the summary: the command's output goes to stderr.
+            let child = Suspended::spawn(argv, args.json)?;
             attachments.push(Attachment::pid(child.pid(), command_ids));
             Some(child)
         }
@@ -140,10 +141,18 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     );
 
     let mut aggregator = CallAggregator::default();
+    // Names are read on a pid's first record: by the end a short-lived target is gone.
+    let mut comms: HashMap<u32, String> = HashMap::new();
+    let mut on_record = |r: xlperf_common::CallRecord| {
+        if !comms.contains_key(&r.pid) {
+            comms.insert(r.pid, target::comm(r.pid));
+        }
+        aggregator.record(&r);
+    };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
-            batch = records.next_batch(|r| aggregator.record(&r)) => {
+            batch = records.next_batch(&mut on_record) => {
                 batch.context("reading the ring buffer")?;
             }
             _ = sigint.recv() => break,
@@ -153,17 +162,13 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }
     }
     // Everything a finished target emitted is already in the ring buffer.
-    records.drain(|r| aggregator.record(&r));
+    records.drain(&mut on_record);
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
-    records.drain(|r| aggregator.record(&r));
+    records.drain(&mut on_record);
     let counters = counters(&ebpf)?;
     drop(ebpf); // detaches every probe
 
-    let mut comms = HashMap::new();
-    for pid in aggregator.pids() {
-        comms.insert(pid, target::comm(pid));
-    }
     let command_name = match &targets {
         Targets::Command(argv) => argv
             .first()

@@ -80,13 +80,6 @@ impl CallAggregator {
         });
         rows
     }
-
-    pub fn pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.stats.keys().map(|&(pid, _)| pid).collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
-    }
 }
 
 #[cfg(test)]
@@ -123,6 +116,5 @@ mod tests {
         let (_, _, stats) = rows[1];
         assert_eq!((stats.calls, stats.total_ns, stats.max()), (3, 600, 300));
         assert_eq!(stats.quantile(0.5), 200);
-        assert_eq!(agg.pids(), vec![10, 11]);
     }
 }

@@ -61,8 +61,9 @@ pub struct Suspended {
 
 impl Suspended {
     /// Forks a child that waits on a pipe, then execs `argv`. Call before any thread is
-    /// started: after fork the child only runs async-signal-safe code.
-    pub fn spawn(argv: &[String]) -> Result<Self, ProbeError> {
+    /// started: after fork the child only runs async-signal-safe code. With
+    /// `stdout_to_stderr`, the child's standard output goes to our standard error.
+    pub fn spawn(argv: &[String], stdout_to_stderr: bool) -> Result<Self, ProbeError> {
         let command = argv.first().cloned().unwrap_or_default();
         let spawn_err = |source| ProbeError::Spawn {
             command: command.clone(),
@@ -99,6 +100,9 @@ impl Suspended {
             // child's copy of our memory) until execv replaces the image.
             unsafe {
                 libc::close(write_end.as_raw_fd());
+                if stdout_to_stderr {
+                    libc::dup2(2, 1);
+                }
                 let mut byte = 0u8;
                 let n = libc::read(read_end.as_raw_fd(), (&raw mut byte).cast(), 1);
                 if n == 1 {
@@ -214,7 +218,7 @@ mod tests {
     #[test]
     fn suspended_child_runs_only_when_released() {
         let mut child =
-            Suspended::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).expect("spawn");
+            Suspended::spawn(&["sh".into(), "-c".into(), "exit 7".into()], false).expect("spawn");
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(child.try_wait(), None, "the child must wait for release");
         child.release().expect("release");
@@ -232,7 +236,7 @@ mod tests {
     #[test]
     fn missing_command_and_pid() {
         assert!(matches!(
-            Suspended::spawn(&["no-such-command-xlperf".into()]),
+            Suspended::spawn(&["no-such-command-xlperf".into()], false),
             Err(ProbeError::CommandNotFound { .. })
         ));
         assert!(check_pid(std::process::id()).is_ok());
