@@ -292,3 +292,53 @@ pub fn spawn_attached(args: &[&str]) -> (Child, String) {
     assert!(seen.contains("probes on"), "xlperf did not attach:\n{seen}");
     (child, seen)
 }
+
+/// File offset of `function`'s first byte in the ELF file `lib`.
+pub fn function_file_offset(lib: &Path, function: &str) -> u64 {
+    use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
+    let data = std::fs::read(lib).expect("read library");
+    let file = object::File::parse(&*data).expect("parse ELF");
+    let vaddr = file
+        .dynamic_symbols()
+        .find(|s| s.name() == Ok(function))
+        .unwrap_or_else(|| panic!("{function} not in {}", lib.display()))
+        .address();
+    file.segments()
+        .find_map(|seg| {
+            let (offset, size) = seg.file_range();
+            (vaddr >= seg.address() && vaddr - seg.address() < size)
+                .then(|| vaddr - seg.address() + offset)
+        })
+        .expect("symbol in a segment")
+}
+
+/// The byte at file offset `offset` of `lib` as mapped in process `pid`: 0xCC (int3)
+/// while a uprobe is installed there, the file's own byte otherwise.
+pub fn mapped_byte(pid: u32, lib: &Path, offset: u64) -> u8 {
+    use std::os::unix::fs::FileExt as _;
+    let lib = std::fs::canonicalize(lib).expect("canonical lib");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let addr = maps
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || Path::new(f[5]) != lib {
+                return None;
+            }
+            let (start, end) = f[0].split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            let map_off = u64::from_str_radix(f[2], 16).ok()?;
+            (offset >= map_off && offset - map_off < end - start).then(|| start + offset - map_off)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "offset {offset:#x} of {} not mapped in {pid}",
+                lib.display()
+            )
+        });
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    let mut byte = [0u8];
+    mem.read_exact_at(&mut byte, addr).expect("read mem");
+    byte[0]
+}

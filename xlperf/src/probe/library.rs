@@ -70,8 +70,17 @@ fn file_name(path: &Path) -> &str {
 }
 
 fn from_maps(pid: u32, name: &str) -> Result<Option<PathBuf>, ProbeError> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|_| ProbeError::NoSuchProcess { pid })?;
+    let path = format!("/proc/{pid}/maps");
+    let maps = fs::read_to_string(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ProbeError::NoSuchProcess { pid }
+        } else {
+            ProbeError::Read {
+                path: path.into(),
+                source,
+            }
+        }
+    })?;
     let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
     let mapped = maps
         .lines()

@@ -22,7 +22,7 @@ pub enum ProbeError {
         "library {library:?} not found in {looked_in}; pass its path instead, e.g. --ffi /usr/lib/x86_64-linux-gnu/{library}"
     )]
     LibraryNotFound { library: String, looked_in: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -51,23 +51,23 @@ pub enum ProbeError {
     TooManyFunctions { count: usize, max: usize },
     #[error("command not found: {command} (not a file and not in $PATH)")]
     CommandNotFound { command: String },
-    #[error("cannot start {command}: {source}")]
+    #[error("cannot start {command}")]
     Spawn {
         command: String,
         source: std::io::Error,
     },
-    #[error("loading the eBPF programs failed: {0}")]
+    #[error("loading the eBPF programs failed")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name} is missing from the embedded object (build problem)")]
     MissingProgram { name: &'static str },
     #[error("eBPF map {name} is missing from the embedded object (build problem)")]
     MissingMap { name: &'static str },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Program {
         what: String,
         source: aya::programs::ProgramError,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Map {
         what: String,
         source: aya::maps::MapError,
