@@ -123,12 +123,27 @@ pub fn render(summary: &Summary) -> String {
             let _ = writeln!(out, "note: {count} {what}");
         }
     }
-    if summary
+    let mut stepped: Vec<&str> = summary
         .boundaries
         .iter()
-        .any(|b| !b.probe_emulated && b.calls > 0)
-    {
-        out.push_str("note: some functions start with an instruction the kernel must single-step; their calls cost more to trace\n");
+        .filter(|b| !b.probe_emulated)
+        .map(|b| b.function.as_str())
+        .collect();
+    stepped.sort_unstable();
+    stepped.dedup();
+    if !stepped.is_empty() {
+        let more = stepped.len().saturating_sub(5);
+        stepped.truncate(5);
+        let _ = writeln!(
+            out,
+            "note: the kernel single-steps the probed first instruction of {}{}; each of their calls costs more to trace than the probe cost above",
+            stepped.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
     }
     if let Some(status) = summary.target_exit_status {
         let _ = writeln!(out, "target exited with status {status}");

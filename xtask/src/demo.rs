@@ -1,0 +1,74 @@
+//! `cargo xtask demo`: the main job on a bundled polyglot workload. A Python program
+//! drives a C library through ctypes, and a C program uses the same library; xlperf
+//! records both and prints where the time went at each boundary.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::{cmd, root, setup};
+
+pub fn run() -> anyhow::Result<()> {
+    cmd::require_root("demo")?;
+    setup::build_toolchain()?;
+    let bin = cmd::build_xlperf(false)?;
+    let xlperf = bin.join("xlperf");
+    let src = root().join("xtask/demo");
+    let out = root().join("target/xlperf-demo");
+    std::fs::create_dir_all(&out).context("creating target/xlperf-demo")?;
+    let lib = out.join("libthumb.so");
+    let batch = out.join("batch");
+    cmd::run(
+        Command::new("gcc")
+            .args(["-O2", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(src.join("libthumb.c")),
+    )?;
+    cmd::run(
+        Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(&batch)
+            .arg(src.join("batch.c"))
+            .arg(format!("-L{}", out.display()))
+            .args(["-lthumb", &format!("-Wl,-rpath,{}", out.display())]),
+    )?;
+    let lib_s = lib.display().to_string();
+
+    println!("\n=== 1. Python (ctypes) calling a C library: every function of libthumb.so ===\n");
+    let mut python = Command::new(&xlperf);
+    python
+        .args(["record", "--ffi", &lib_s, "--", "python3"])
+        .arg(src.join("pipeline.py"))
+        .arg(&lib_s);
+    cmd::run(&mut python)?;
+
+    println!("\n=== 2. A C program calling the same library, and libc's malloc and free ===\n");
+    let mut c = Command::new(&xlperf);
+    c.args([
+        "record",
+        "--ffi",
+        &format!("{lib_s}:thumb_*"),
+        "--ffi",
+        "libc.so.6:{malloc,free}",
+        "--",
+    ])
+    .arg(&batch);
+    cmd::run(&mut c)?;
+
+    let x = xlperf.display();
+    println!(
+        "
+How to read it: one row per function that crossed the boundary, sorted by TOTAL, the
+inclusive wall time of all its calls; P50..MAX are per-call latencies. thumb_resize does
+the CPU work; thumb_flush makes few calls, each one long (it waits, it does not compute);
+thumb_encode's time includes the thumb_checksum it calls, which also has its own row.
+
+Try next:
+  sudo {x} check                                  what works on this host
+  sudo {x} record -p PID --ffi libssl.so.3:SSL_* -d 10s   a running process, by library name
+  sudo {x} record --json --ffi libz.so.1:deflate* -- python3 -c 'import zlib; zlib.compress(b\"x\" * 9999)'
+  sudo {x} record --help                          every option, with examples
+"
+    );
+    Ok(())
+}

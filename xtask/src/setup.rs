@@ -1,0 +1,166 @@
+//! `cargo xtask setup`: installs, only when missing, what building and testing need.
+//! Every step checks first, so running it again costs a few process starts.
+
+use std::{fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::cmd;
+
+/// Everything: the eBPF toolchain and the test toolchains.
+pub fn all() -> anyhow::Result<()> {
+    build_toolchain()?;
+    test_toolchains()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+/// nightly + rust-src + bpf-linker: what xlperf/build.rs needs to build the eBPF object.
+pub fn build_toolchain() -> anyhow::Result<()> {
+    let toolchains = cmd::output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let components = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        cmd::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    bpf_linker()
+}
+
+/// bpf-linker must link the very libLLVM inside the nightly toolchain: an LLVM of another
+/// version writes bitcode that rustc's cannot read (TOOLCHAIN.md).
+fn bpf_linker() -> anyhow::Result<()> {
+    let sysroot = PathBuf::from(
+        cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
+    );
+    let llvm_so = fs::read_dir(sysroot.join("lib"))
+        .context("reading the nightly sysroot")?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .ok_or_else(|| anyhow!("no libLLVM.so.*-rust-* in {}/lib", sysroot.display()))?;
+    let llvm_name = llvm_so
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .unwrap_or_default();
+
+    if let Ok(path) = which("bpf-linker") {
+        let ldd = cmd::capture(Command::new("ldd").arg(&path))?;
+        let ldd = String::from_utf8_lossy(&ldd.stdout);
+        let linked = ldd
+            .lines()
+            .any(|l| l.contains(&llvm_name) && !l.contains("not found"));
+        if linked && cmd::works("bpf-linker", "--version") {
+            return Ok(());
+        }
+        eprintln!(
+            "xtask: {} does not load {llvm_name}; rebuilding it",
+            path.display()
+        );
+    }
+
+    let version = cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .ok_or_else(|| anyhow!("cannot read nightly's LLVM version from `rustc +nightly -vV`"))?
+        .to_owned();
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?;
+    let prefix = PathBuf::from(home).join(".cache/xlperf/llvm");
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    for link in [lib.join("libLLVM.so"), lib.join(&llvm_name)] {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm_so, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), llvm_so.display()))?;
+    }
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+/// The compilers and tracers the tests, demo and bench use.
+pub fn test_toolchains() -> anyhow::Result<()> {
+    let mut apt = Vec::new();
+    for (program, package) in [
+        ("gcc", "gcc"),
+        ("nim", "nim"),
+        ("bpftrace", "bpftrace"),
+        ("python3", "python3"),
+    ] {
+        if which(program).is_err() {
+            apt.push(package);
+        }
+    }
+    if !apt.is_empty() {
+        if which("apt-get").is_err() {
+            bail!(
+                "missing {}; install them with your package manager",
+                apt.join(", ")
+            );
+        }
+        cmd::run(Command::new("apt-get").arg("update"))?;
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&apt)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    if !python_has("ziglang") {
+        cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "ziglang"]))?;
+    }
+    Ok(())
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Finds `program` in $PATH.
+pub fn which(program: &str) -> anyhow::Result<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("{program} not found in PATH"))
+}
