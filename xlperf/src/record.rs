@@ -144,9 +144,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     // Names are read on a pid's first record: by the end a short-lived target is gone.
     let mut comms: HashMap<u32, String> = HashMap::new();
     let mut on_record = |r: xlperf_common::CallRecord| {
-        if !comms.contains_key(&r.pid) {
-            comms.insert(r.pid, target::comm(r.pid));
-        }
+        comms.entry(r.pid).or_insert_with(|| target::comm(r.pid));
         aggregator.record(&r);
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);

@@ -92,13 +92,17 @@ fn is_emulated(instr: &Instruction, code: &[u8]) -> bool {
     let Some(bytes) = code.get(start..start + instr.len()) else {
         return false;
     };
-    match bytes {
-        [0x50..=0x57] | [0x41, 0x50..=0x57] => true,
-        [0x90] => true,
-        [0xeb, _] | [0xe9, _, _, _, _] | [0xe8, _, _, _, _] => true,
-        [0x70..=0x7f, _] | [0x0f, 0x80..=0x8f, _, _, _, _] => true,
-        _ => false,
-    }
+    matches!(
+        bytes,
+        [0x50..=0x57]
+            | [0x41, 0x50..=0x57]
+            | [0x90]
+            | [0xeb, _]
+            | [0xe9, _, _, _, _]
+            | [0xe8, _, _, _, _]
+            | [0x70..=0x7f, _]
+            | [0x0f, 0x80..=0x8f, _, _, _, _]
+    )
 }
 
 fn is_skippable(instr: &Instruction, info: &mut InstructionInfoFactory) -> bool {
