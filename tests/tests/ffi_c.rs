@@ -195,3 +195,33 @@ fn table_output_names_library_and_function() {
     assert_eq!(&fields[..3], ["libxlcalc.so", "xl_add", "42"], "{text}");
     assert!(text.contains("LIBRARY") && text.contains("P99"), "{text}");
 }
+
+#[test]
+fn all_processes_mode_sees_a_process_started_before_it() {
+    let w = c_workloads();
+    let mut driver = WaitingDriver::start(321, 0);
+    let pid = driver.pid();
+    let (xlperf, _) = spawn_attached(&[
+        "record",
+        "--json",
+        "--all",
+        "-d",
+        "2s",
+        "--ffi",
+        &format!("{}:xl_add", s(&w.lib)),
+    ]);
+    driver.go();
+    let out = xlperf.wait_with_output().expect("xlperf output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    // Tests running in parallel may call the same library meanwhile: rows are per pid,
+    // so this driver's count stays exact.
+    assert_eq!(
+        row(&summary, "xl_add", Some(pid)).expect("row")["calls"],
+        321
+    );
+}

@@ -5,6 +5,7 @@
 //! serves every traced function.
 
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, uprobe, uretprobe},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -143,7 +144,14 @@ fn try_ffi_exit(ctx: &RetProbeContext) {
         depth: idx as u32 + 1,
         _pad: 0,
     };
-    if CALL_RECORDS.output::<CallRecord>(&record, 0).is_err() {
+    // Never wake the reader: a wakeup per record costs an irq_work and a context switch
+    // per traced call (bench: +1.1 µs), and even asking how full the buffer is
+    // (bpf_ringbuf_query) reads a cache line userspace writes (+0.2 µs). Userspace drains
+    // on a 10 ms timer instead; 8 MiB lasts 170 ms at 1 M calls/s.
+    if CALL_RECORDS
+        .output::<CallRecord>(&record, BPF_RB_NO_WAKEUP.into())
+        .is_err()
+    {
         bump(|c| &mut c.dropped);
     }
 }

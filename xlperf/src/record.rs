@@ -30,6 +30,9 @@ use crate::{
     report::{Summary, summary, table},
 };
 
+/// How often the ring buffer is drained: the kernel side never wakes us (see ffi.rs).
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What a recording traces, resolved before anything is attached.
 enum Targets {
     Pids(Vec<u32>),
@@ -150,7 +153,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
-            batch = records.next_batch(&mut on_record) => {
+            batch = records.next_batch(POLL_INTERVAL, &mut on_record) => {
                 batch.context("reading the ring buffer")?;
             }
             _ = sigint.recv() => break,
