@@ -23,8 +23,8 @@ pub enum Command {
     /// Trace FFI boundary crossings and print a latency table per function.
     ///
     /// Examples:
-    ///   sudo xlperf record --ffi libz.so.1:deflate* -- python3 -c 'import zlib; zlib.compress(b"x")'
-    ///   sudo xlperf record -p 4242 --ffi libssl.so.3:SSL_* -d 10s
+    ///   sudo xlperf record --ffi 'libz.so.1:deflate*' -- python3 -c 'import zlib; zlib.compress(b"x")'
+    ///   sudo xlperf record -p 4242 --ffi 'libssl.so.3:SSL_*' -d 10s
     ///   sudo xlperf record -p 4242 --ffi /opt/app/libfoo.so --json
     #[command(verbatim_doc_comment)]
     Record(RecordArgs),

@@ -65,8 +65,8 @@ thumb_encode's time includes the thumb_checksum it calls, which also has its own
 
 Try next:
   sudo {x} check                                  what works on this host
-  sudo {x} record -p PID --ffi libssl.so.3:SSL_* -d 10s   a running process, by library name
-  sudo {x} record --json --ffi libz.so.1:deflate* -- python3 -c 'import zlib; zlib.compress(b\"x\" * 9999)'
+  sudo {x} record -p PID --ffi 'libssl.so.3:SSL_*' -d 10s   a running process, by library name
+  sudo {x} record --json --ffi 'libz.so.1:deflate*' -- python3 -c 'import zlib; zlib.compress(b\"x\" * 9999)'
   sudo {x} record --help                          every option, with examples
 "
     );

@@ -63,10 +63,6 @@ impl BoundaryTable {
         self.boundaries.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Boundary> {
-        self.boundaries.iter()
-    }
-
     /// Adds the functions of `spec` as seen from `scope`, returning their ids.
     pub fn add(&mut self, spec: &FfiSpec, scope: &Scope<'_>) -> Result<Vec<u32>, ProbeError> {
         let matcher = GlobBuilder::new(&spec.glob)

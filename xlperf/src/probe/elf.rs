@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, SymbolFlags, SymbolKind};
@@ -28,7 +28,6 @@ pub struct Function {
 
 /// An ELF image read into memory with its functions indexed by address.
 pub struct ElfImage {
-    pub path: PathBuf,
     data: Vec<u8>,
     pub functions: Vec<Function>,
 }
@@ -44,7 +43,6 @@ impl ElfImage {
             reason,
         })?;
         Ok(Self {
-            path: path.to_owned(),
             data,
             functions,
         })
