@@ -56,11 +56,12 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-/// The C workloads: libxlcalc.so, c_driver, early, dl_driver.
+/// The C workloads: libxlcalc.so, c_driver, early, threads, dl_driver.
 pub struct CWorkloads {
     pub lib: PathBuf,
     pub driver: PathBuf,
     pub early: PathBuf,
+    pub threads: PathBuf,
     pub dl_driver: PathBuf,
 }
 
@@ -86,13 +87,14 @@ pub fn c_workloads() -> &'static CWorkloads {
                     .arg(&out)
                     .arg(c.join(format!("{name}.c")))
                     .arg(format!("-L{}", dir.display()))
-                    .arg("-lxlcalc")
+                    .args(["-lxlcalc", "-lpthread"])
                     .arg(format!("-Wl,-rpath,{}", dir.display())),
             );
             out
         };
         let driver = link("c_driver");
         let early = link("early");
+        let threads = link("threads");
         let dl_driver = dir.join("dl_driver");
         run_ok(
             Command::new("gcc")
@@ -105,6 +107,7 @@ pub fn c_workloads() -> &'static CWorkloads {
             lib,
             driver,
             early,
+            threads,
             dl_driver,
         }
     })
@@ -341,4 +344,21 @@ pub fn mapped_byte(pid: u32, lib: &Path, offset: u64) -> u8 {
     let mut byte = [0u8];
     mem.read_exact_at(&mut byte, addr).expect("read mem");
     byte[0]
+}
+
+/// Waits for a background `xlperf record --json` to end, asserts success, returns its summary.
+pub fn finish_json(xlperf: Child) -> Value {
+    let out = xlperf.wait_with_output().expect("xlperf output");
+    assert!(
+        out.status.success(),
+        "xlperf failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "xlperf printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use xlperf_tests::{
-    WaitingDriver, c_workloads, function_file_offset, mapped_byte, s, spawn_attached,
+    WaitingDriver, c_workloads, finish_json, function_file_offset, mapped_byte, s, spawn_attached,
 };
 
 const INT3: u8 = 0xcc;
@@ -108,14 +108,8 @@ fn recording_ends_when_the_target_dies() {
     driver.child.kill().expect("kill target");
     let _ = driver.child.wait();
     let started = Instant::now();
-    let out = xlperf.wait_with_output().expect("xlperf output");
+    let summary = finish_json(xlperf);
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(
         summary["boundaries"].as_array().map(Vec::len),
         Some(0),

@@ -1,6 +1,8 @@
 //! C library called from C: exact call counts, nesting, spawn and pid modes.
 
-use xlperf_tests::{WaitingDriver, c_workloads, calls, record_json, row, s, spawn_attached};
+use xlperf_tests::{
+    WaitingDriver, c_workloads, calls, finish_json, record_json, row, s, spawn_attached,
+};
 
 const ADDS: u64 = 2500;
 const NESTED: u64 = 7;
@@ -91,13 +93,7 @@ fn pid_mode_counts_exactly_and_ends_when_the_target_exits() {
         &format!("{}:xl_{{add,outer}}", s(&w.lib)),
     ]);
     driver.go();
-    let out = xlperf.wait_with_output().expect("xlperf output");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let summary = finish_json(xlperf);
     assert_eq!(
         row(&summary, "xl_add", Some(pid)).expect("row")["calls"],
         ADDS
@@ -126,13 +122,7 @@ fn library_is_found_by_name_in_the_target_maps() {
         "libxlcalc:xl_add",
     ]);
     driver.go();
-    let out = xlperf.wait_with_output().expect("xlperf output");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let summary = finish_json(xlperf);
     assert_eq!(
         row(&summary, "xl_add", Some(pid)).expect("row")["calls"],
         ADDS
@@ -156,13 +146,7 @@ fn two_pids_are_counted_apart() {
     ]);
     a.go();
     b.go();
-    let out = xlperf.wait_with_output().expect("xlperf output");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let summary = finish_json(xlperf);
     assert_eq!(
         row(&summary, "xl_add", Some(a.pid())).expect("row a")["calls"],
         100
@@ -211,17 +195,41 @@ fn all_processes_mode_sees_a_process_started_before_it() {
         &format!("{}:xl_add", s(&w.lib)),
     ]);
     driver.go();
-    let out = xlperf.wait_with_output().expect("xlperf output");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let summary = finish_json(xlperf);
     // Tests running in parallel may call the same library meanwhile: rows are per pid,
     // so this driver's count stays exact.
     assert_eq!(
         row(&summary, "xl_add", Some(pid)).expect("row")["calls"],
         321
     );
+}
+
+#[test]
+fn threads_keep_separate_call_stacks() {
+    let w = c_workloads();
+    let (threads, n) = (8u64, 3000u64);
+    let summary = record_json(&[
+        "--ffi",
+        &format!("{}:xl_*", s(&w.lib)),
+        "--",
+        s(&w.threads),
+        &threads.to_string(),
+        &n.to_string(),
+    ]);
+    assert_eq!(calls(&summary, "xl_add"), threads * n);
+    let outer = row(&summary, "xl_outer", None).expect("xl_outer");
+    let inner = row(&summary, "xl_inner", None).expect("xl_inner");
+    assert_eq!(
+        (outer["calls"].as_u64(), inner["calls"].as_u64()),
+        (Some(threads), Some(threads))
+    );
+    // Each thread's xl_add calls are outermost on its own stack, whatever other threads do.
+    assert_eq!(
+        row(&summary, "xl_add", None).expect("xl_add")["depth_max"],
+        1
+    );
+    assert_eq!(outer["depth_max"], 1);
+    assert_eq!(inner["depth_max"], 2);
+    assert_eq!(summary["unmatched_returns"], 0);
+    assert_eq!(summary["abandoned"], 0);
 }

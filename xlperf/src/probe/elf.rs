@@ -1,10 +1,6 @@
 //! Function symbols of an ELF file, with the file offsets uprobes attach at.
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    path::Path,
-};
+use std::{collections::BTreeMap, fs, path::Path};
 
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, SymbolFlags, SymbolKind};
 
@@ -42,10 +38,7 @@ impl ElfImage {
             path: path.to_owned(),
             reason,
         })?;
-        Ok(Self {
-            data,
-            functions,
-        })
+        Ok(Self { data, functions })
     }
 
     /// Up to `max` bytes of a function's code, read from the file.
