@@ -55,7 +55,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         xlperf: bin.join("xlperf"),
         bench_probe: bin.join("xlperf-bench-probe"),
     };
-    let (calls, runs) = if quick { (10_000, 1) } else { (100_000, 3) };
+    let (calls, runs) = if quick { (10_000, 1) } else { (100_000, 5) };
 
     println!(
         "\nxlperf bench: ns added per call ({calls} calls per run, median of {runs} run(s)); kernel {}",
@@ -203,7 +203,7 @@ fn one_run(
             } else {
                 "pair"
             };
-            let mut c = Command::new(&paths.bench_probe);
+            let mut c = pinned(TRACER_CPU, &paths.bench_probe);
             c.args([
                 pid.as_str(),
                 binary.as_str(),
@@ -214,7 +214,7 @@ fn one_run(
             Some(c)
         }
         Tracer::Xlperf => {
-            let mut c = Command::new(&paths.xlperf);
+            let mut c = pinned(TRACER_CPU, &paths.xlperf);
             c.args([
                 "record",
                 "--json",
@@ -230,7 +230,7 @@ fn one_run(
                 "uprobe:{binary}:{function} {{ @s[tid] = nsecs; }} \
                  uretprobe:{binary}:{function} /@s[tid]/ {{ @h = hist(nsecs - @s[tid]); delete(@s[tid]); }}"
             );
-            let mut c = Command::new("bpftrace");
+            let mut c = pinned(TRACER_CPU, Path::new("bpftrace"));
             c.args(["-p", &pid, "-e", &program]);
             Some(c)
         }
@@ -305,6 +305,22 @@ fn wait_for_probe(target: &Target, function: &str, tracer: &mut Child) -> anyhow
     }
 }
 
+/// The target runs on one CPU and every tracer's userspace on another, as in the
+/// kernel's own uprobe benchmarks: the number measured is the cost on the traced thread,
+/// not how the scheduler happened to share two cores with the tracer's reader.
+const TARGET_CPU: usize = 0;
+const TRACER_CPU: usize = 1;
+
+fn pinned(cpu: usize, program: &Path) -> Command {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 || setup::which("taskset").is_err() {
+        return Command::new(program);
+    }
+    let mut c = Command::new("taskset");
+    c.args(["-c", &cpu.to_string()]).arg(program);
+    c
+}
+
 struct Target {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -314,7 +330,7 @@ struct Target {
 
 impl Target {
     fn start(binary: &Path, arg: &str, calls: u64) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
+        let mut child = pinned(TARGET_CPU, binary)
             .args([arg, &calls.to_string(), "--wait"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
