@@ -35,9 +35,15 @@ pub fn xlperf_bin() -> PathBuf {
     bin
 }
 
-/// Where workloads are built.
-fn build_dir() -> PathBuf {
-    let dir = root().join("target/xlperf-workloads");
+/// Where this test binary builds `kind` workloads: one directory per test binary, so
+/// binaries never share half-written files and reruns reuse (overwrite) the same place.
+fn build_dir(kind: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("tests");
+    let test = stem.split('-').next().unwrap_or(stem);
+    let dir = root()
+        .join("target/xlperf-workloads")
+        .join(format!("{kind}-{test}"));
     std::fs::create_dir_all(&dir).expect("create workload dir");
     dir
 }
@@ -68,9 +74,7 @@ pub struct CWorkloads {
 pub fn c_workloads() -> &'static CWorkloads {
     static ONCE: OnceLock<CWorkloads> = OnceLock::new();
     ONCE.get_or_init(|| {
-        // One directory per test process: test binaries never share half-written files.
-        let dir = build_dir().join(format!("c-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create dir");
+        let dir = build_dir("c");
         let lib = dir.join("libxlcalc.so");
         let c = workload_src("c");
         run_ok(
@@ -115,7 +119,7 @@ pub fn c_workloads() -> &'static CWorkloads {
 
 /// Builds the Rust cdylib workload with cargo; returns the .so path.
 pub fn rust_lib() -> PathBuf {
-    let target_dir = build_dir().join("rust");
+    let target_dir = build_dir("rust");
     run_ok(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "--quiet", "--manifest-path"])
@@ -128,7 +132,7 @@ pub fn rust_lib() -> PathBuf {
 
 /// Builds the Nim library with Debian's nim; returns the .so path.
 pub fn nim_lib() -> PathBuf {
-    let dir = build_dir().join(format!("nim-{}", std::process::id()));
+    let dir = build_dir("nim");
     let out = dir.join("libxlnim.so");
     run_ok(
         Command::new("nim")
@@ -142,8 +146,7 @@ pub fn nim_lib() -> PathBuf {
 
 /// Builds the Zig library with PyPI's ziglang; returns the .so path.
 pub fn zig_lib() -> PathBuf {
-    let dir = build_dir().join(format!("zig-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create dir");
+    let dir = build_dir("zig");
     let out = dir.join("libxlzig.so");
     run_ok(
         Command::new("python3")

@@ -233,3 +233,52 @@ fn threads_keep_separate_call_stacks() {
     assert_eq!(summary["unmatched_returns"], 0);
     assert_eq!(summary["abandoned"], 0);
 }
+
+#[test]
+fn dropped_records_are_counted_not_hidden() {
+    let w = c_workloads();
+    let n = 200_000u64;
+    let out = xlperf_tests::xlperf(&[
+        "record",
+        "--json",
+        "--ring-size",
+        "4K",
+        "--ffi",
+        &format!("{}:xl_add", s(&w.lib)),
+        "--",
+        s(&w.driver),
+        &n.to_string(),
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let dropped = summary["dropped"].as_u64().expect("dropped");
+    // A 4 KiB ring holds ~85 records; 200 000 calls in a burst must overflow it.
+    assert!(dropped > 0, "{summary:#}");
+    assert_eq!(
+        calls(&summary, "xl_add") + dropped,
+        n,
+        "every call is either recorded or counted as dropped"
+    );
+
+    let table = xlperf_tests::xlperf(&[
+        "record",
+        "--ring-size",
+        "4K",
+        "--ffi",
+        &format!("{}:xl_add", s(&w.lib)),
+        "--",
+        s(&w.driver),
+        &n.to_string(),
+        "0",
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("dropped because the ring buffer was full") && text.contains("--ring-size"),
+        "{text}"
+    );
+}

@@ -19,8 +19,8 @@ use xlperf_common::{
 /// without a delete on every outermost return (which would cost a hash update per call).
 const MAX_THREADS: u32 = 16_384;
 
-/// Ring buffer for call records. 8 MiB holds ~170 k records: about 170 ms of headroom at
-/// 1 M calls/s if the reader stalls.
+/// Ring buffer for call records; userspace resizes it at load time (`--ring-size`,
+/// default 8 MiB: ~170 k records, 170 ms of headroom at 1 M calls/s).
 const RECORDS_BYTES: u32 = 8 << 20;
 
 #[map]

@@ -55,6 +55,32 @@ pub struct RecordArgs {
     /// Refuse to attach to more functions than this; each costs a probe pair per call.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_functions: usize,
+
+    /// Size of the kernel ring buffer for call records (a power of two, at least 4K; e.g.
+    /// 64M). Raise it if the summary reports dropped records.
+    #[arg(long, default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
+    pub ring_size: u32,
+}
+
+/// Parses a ring buffer size such as `4096`, `64K` or `8M`: a power of two from 4 KiB
+/// (one page) to 1 GiB, as the kernel requires.
+pub fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let bad = || format!("invalid ring size {text:?}: use a power of two from 4K to 1G, e.g. 8M");
+    let (number, shift) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
+        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(shift))
+        .ok_or_else(bad)?;
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
+        return Err(bad());
+    }
+    u32::try_from(bytes).map_err(|_| bad())
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +163,16 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         for bad in ["", "s", "10x", "-1s", "0", "ten", "1e400s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("64k"), Ok(64 << 10));
+        for bad in ["", "3M", "1K", "2G", "M", "-4K", "12345"] {
+            assert!(parse_ring_size(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

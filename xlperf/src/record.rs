@@ -100,7 +100,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut ebpf = loader::load()?;
+    let mut ebpf = loader::load(args.ring_size)?;
     let cost = calibrate::measure(&mut ebpf)?;
     let ring = ebpf
         .take_map(CALL_RECORDS)
@@ -111,7 +111,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     })?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
     let calibration_seen = records.drain(|r| debug_assert_eq!(r.boundary, CALIBRATION_BOUNDARY));
-    if calibration_seen as u64 != cost.probed_calls {
+    // Counters so far belong to the calibration (a small --ring-size drops some of its
+    // records); the recording reports only what happens after this point.
+    let calibration = counters(&ebpf)?;
+    if calibration_seen as u64 + calibration.dropped != cost.probed_calls {
         log::warn!(
             "probe calibration traced {calibration_seen} of {} calls: this kernel loses uprobe hits",
             cost.probed_calls
@@ -167,7 +170,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
     records.drain(&mut on_record);
-    let counters = counters(&ebpf)?;
+    let counters = since(&counters(&ebpf)?, &calibration);
     drop(ebpf); // detaches every probe
 
     let command_name = match &targets {
@@ -264,6 +267,17 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What the counters gained after `before`.
+fn since(now: &Counters, before: &Counters) -> Counters {
+    Counters {
+        dropped: now.dropped.saturating_sub(before.dropped),
+        depth_overflow: now.depth_overflow.saturating_sub(before.depth_overflow),
+        unmatched_return: now.unmatched_return.saturating_sub(before.unmatched_return),
+        abandoned: now.abandoned.saturating_sub(before.abandoned),
+        stack_map_full: now.stack_map_full.saturating_sub(before.stack_map_full),
     }
 }
 

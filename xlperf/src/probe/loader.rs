@@ -1,7 +1,7 @@
 //! The embedded eBPF object and access to its programs and maps.
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     programs::{ProgramError, UProbe},
 };
 
@@ -20,10 +20,16 @@ pub const EMPTY_EXIT: &str = "empty_exit";
 pub const CALL_RECORDS: &str = "CALL_RECORDS";
 pub const FFI_COUNTERS: &str = "FFI_COUNTERS";
 
-/// Loads the object: creates its maps. Programs are loaded into the kernel on first use.
-pub fn load() -> Result<Ebpf, ProbeError> {
+/// Size of the call-record ring buffer unless the user asks otherwise.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Loads the object: creates its maps, the call-record ring buffer `ring_bytes` long.
+/// Programs are loaded into the kernel on first use.
+pub fn load(ring_bytes: u32) -> Result<Ebpf, ProbeError> {
     raise_fd_limit();
-    Ok(Ebpf::load(OBJECT)?)
+    Ok(EbpfLoader::new()
+        .map_max_entries(CALL_RECORDS, ring_bytes)
+        .load(OBJECT)?)
 }
 
 /// The uprobe program `name`, verified and loaded into the kernel.

@@ -97,6 +97,13 @@ pub fn render(summary: &Summary) -> String {
         );
     }
     out.push_str(")\n");
+    if summary.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} call records were dropped because the ring buffer was full: those calls are missing above; raise --ring-size",
+            summary.dropped
+        );
+    }
     for (count, what) in [
         (
             summary.depth_overflow,
