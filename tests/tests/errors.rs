@@ -141,6 +141,21 @@ fn command_not_found() {
 }
 
 #[test]
+fn command_not_executable() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script =
+        std::env::temp_dir().join(format!("xlperf-not-executable-{}.sh", std::process::id()));
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let expected = format!("{} is not executable", s(&script));
+    fails_with(
+        &["record", "--ffi", "libc.so.6:getpid", "--", s(&script)],
+        &[&expected],
+    );
+    std::fs::remove_file(&script).expect("clean up");
+}
+
+#[test]
 fn too_many_functions() {
     fails_with(
         &[

@@ -51,6 +51,10 @@ pub enum ProbeError {
     TooManyFunctions { count: usize, max: usize },
     #[error("command not found: {command} (not a file and not in $PATH)")]
     CommandNotFound { command: String },
+    #[error(
+        "{path} is not executable (chmod +x it, or run it through its interpreter, e.g. -- python3 {path})"
+    )]
+    NotExecutable { path: PathBuf },
     #[error("cannot start {command}")]
     Spawn {
         command: String,

@@ -44,11 +44,19 @@ pub fn find_program(command: &str) -> Result<PathBuf, ProbeError> {
             })
             .unwrap_or_default()
     };
-    candidates
+    let found = candidates
         .into_iter()
         .find(|p| p.is_file())
         .and_then(|p| fs::canonicalize(p).ok())
-        .ok_or_else(not_found)
+        .ok_or_else(not_found)?;
+    let executable = fs::metadata(&found).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.permissions().mode() & 0o111 != 0
+    });
+    if !executable {
+        return Err(ProbeError::NotExecutable { path: found });
+    }
+    Ok(found)
 }
 
 /// A child process forked and held before `exec` until the probes are in place, so
