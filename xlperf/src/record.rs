@@ -73,7 +73,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     // Resolve everything that can fail on bad input before touching the kernel.
     let mut table = BoundaryTable::default();
     let mut attachments = Vec::new();
-    let mut command_ids = Vec::new();
+    let mut command = None;
     match &targets {
         Targets::Pids(pids) => {
             for &pid in pids {
@@ -85,7 +85,8 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         Targets::All => attachments.push(Attachment::all(add_all(&mut table, specs, &Scope::All)?)),
         Targets::Command(argv) => {
             let program = target::find_program(argv.first().map_or("", String::as_str))?;
-            command_ids = add_all(&mut table, specs, &Scope::Program(&program))?;
+            let ids = add_all(&mut table, specs, &Scope::Program(&program))?;
+            command = Some((program, ids));
         }
     }
     if table.len() > args.max_functions {
@@ -121,11 +122,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         );
     }
 
-    let mut child = match &targets {
-        Targets::Command(argv) => {
+    let mut child = match (&targets, command) {
+        (Targets::Command(argv), Some((program, ids))) => {
             // With --json, stdout carries only the summary: the command's output goes to stderr.
-            let child = Suspended::spawn(argv, args.json)?;
-            attachments.push(Attachment::pid(child.pid(), command_ids));
+            let child = Suspended::spawn(&program, argv, args.json)?;
+            attachments.push(Attachment::pid(child.pid(), ids));
             Some(child)
         }
         _ => None,

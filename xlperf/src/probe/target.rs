@@ -68,16 +68,19 @@ pub struct Suspended {
 }
 
 impl Suspended {
-    /// Forks a child that waits on a pipe, then execs `argv`. Call before any thread is
+    /// Forks a child that waits on a pipe, then execs `program` (found by [`find_program`])
+    /// with arguments `argv` (`argv[0]` included). Call before any thread is
     /// started: after fork the child only runs async-signal-safe code. With
     /// `stdout_to_stderr`, the child's standard output goes to our standard error.
-    pub fn spawn(argv: &[String], stdout_to_stderr: bool) -> Result<Self, ProbeError> {
-        let command = argv.first().cloned().unwrap_or_default();
+    pub fn spawn(
+        program: &Path,
+        argv: &[String],
+        stdout_to_stderr: bool,
+    ) -> Result<Self, ProbeError> {
         let spawn_err = |source| ProbeError::Spawn {
-            command: command.clone(),
+            command: program.display().to_string(),
             source,
         };
-        let program = find_program(&command)?;
         let program = CString::new(program.as_os_str().as_bytes())
             .map_err(|_| spawn_err(io::Error::other("NUL byte in command")))?;
         let args: Vec<CString> = argv
@@ -225,8 +228,12 @@ mod tests {
 
     #[test]
     fn suspended_child_runs_only_when_released() {
-        let mut child =
-            Suspended::spawn(&["sh".into(), "-c".into(), "exit 7".into()], false).expect("spawn");
+        let mut child = Suspended::spawn(
+            &find_program("sh").expect("sh"),
+            &["sh".into(), "-c".into(), "exit 7".into()],
+            false,
+        )
+        .expect("spawn");
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(child.try_wait(), None, "the child must wait for release");
         child.release().expect("release");
@@ -244,7 +251,7 @@ mod tests {
     #[test]
     fn missing_command_and_pid() {
         assert!(matches!(
-            Suspended::spawn(&["no-such-command-xlperf".into()], false),
+            find_program("no-such-command-xlperf"),
             Err(ProbeError::CommandNotFound { .. })
         ));
         assert!(check_pid(std::process::id()).is_ok());
