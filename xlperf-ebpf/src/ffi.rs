@@ -50,10 +50,14 @@ fn boundary_of(ctx: &impl aya_ebpf::EbpfContext) -> u32 {
 }
 
 fn bump(field: impl FnOnce(&mut Counters) -> &mut u64) {
+    add(1, field);
+}
+
+fn add(n: u64, field: impl FnOnce(&mut Counters) -> &mut u64) {
     if let Some(counters) = FFI_COUNTERS.get_ptr_mut(COUNTERS_SLOT) {
         // SAFETY: the pointer comes from the map lookup and is valid for this program run;
         // the slot is per-CPU and programs do not migrate mid-run, so there is no race.
-        *field(unsafe { &mut *counters }) += 1;
+        *field(unsafe { &mut *counters }) += n;
     }
 }
 
@@ -122,8 +126,8 @@ fn try_ffi_exit(ctx: &RetProbeContext) {
         bump(|c| &mut c.unmatched_return);
         return;
     };
-    for _ in idx + 1..depth {
-        bump(|c| &mut c.abandoned);
+    if depth > idx + 1 {
+        add((depth - idx - 1) as u64, |c| &mut c.abandoned);
     }
     let Some(frame) = stack.frames.get(idx).copied() else {
         return;
