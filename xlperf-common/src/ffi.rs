@@ -69,6 +69,20 @@ pub struct Counters {
     pub stack_map_full: u64,
 }
 
+impl Counters {
+    /// Applies `f` field by field: summing CPUs, or subtracting an earlier snapshot.
+    #[must_use]
+    pub fn zip_with(&self, other: &Self, f: impl Fn(u64, u64) -> u64) -> Self {
+        Self {
+            dropped: f(self.dropped, other.dropped),
+            depth_overflow: f(self.depth_overflow, other.depth_overflow),
+            unmatched_return: f(self.unmatched_return, other.unmatched_return),
+            abandoned: f(self.abandoned, other.abandoned),
+            stack_map_full: f(self.stack_map_full, other.stack_map_full),
+        }
+    }
+}
+
 /// Index of the single slot of the per-CPU counters array.
 pub const COUNTERS_SLOT: u32 = 0;
 

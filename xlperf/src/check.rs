@@ -146,11 +146,9 @@ fn uprobe_line() -> Line {
             .ok_or("ring buffer map missing")?;
         let mut records = RingBuf::try_from(map).map_err(|e| e.to_string())?;
         let mut seen = 0u64;
-        while let Some(item) = records.next() {
-            if ring::decode(&item).is_some_and(|r| r.boundary == CALIBRATION_BOUNDARY) {
-                seen += 1;
-            }
-        }
+        ring::drain(&mut records, |r| {
+            seen += u64::from(r.boundary == CALIBRATION_BOUNDARY)
+        });
         if seen != cost.probed_calls {
             return Err(format!("{} calls made, {seen} traced", cost.probed_calls));
         }

@@ -171,7 +171,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
     records.drain(&mut on_record);
-    let counters = since(&counters(&ebpf)?, &calibration);
+    let counters = counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
     drop(ebpf); // detaches every probe
 
     let command_name = match &targets {
@@ -271,17 +271,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// What the counters gained after `before`.
-fn since(now: &Counters, before: &Counters) -> Counters {
-    Counters {
-        dropped: now.dropped.saturating_sub(before.dropped),
-        depth_overflow: now.depth_overflow.saturating_sub(before.depth_overflow),
-        unmatched_return: now.unmatched_return.saturating_sub(before.unmatched_return),
-        abandoned: now.abandoned.saturating_sub(before.abandoned),
-        stack_map_full: now.stack_map_full.saturating_sub(before.stack_map_full),
-    }
-}
-
 /// Sums the per-CPU loss and consistency counters.
 fn counters(ebpf: &Ebpf) -> anyhow::Result<Counters> {
     let map = ebpf
@@ -289,13 +278,7 @@ fn counters(ebpf: &Ebpf) -> anyhow::Result<Counters> {
         .ok_or(ProbeError::MissingMap { name: FFI_COUNTERS })?;
     let per_cpu = PerCpuArray::<_, Counters>::try_from(map)?;
     let values = per_cpu.get(&COUNTERS_SLOT, 0)?;
-    let mut sum = Counters::default();
-    for c in values.iter() {
-        sum.dropped += c.dropped;
-        sum.depth_overflow += c.depth_overflow;
-        sum.unmatched_return += c.unmatched_return;
-        sum.abandoned += c.abandoned;
-        sum.stack_map_full += c.stack_map_full;
-    }
-    Ok(sum)
+    Ok(values.iter().fold(Counters::default(), |sum, cpu| {
+        sum.zip_with(cpu, u64::saturating_add)
+    }))
 }

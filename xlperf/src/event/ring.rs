@@ -16,6 +16,21 @@ pub fn decode(bytes: &[u8]) -> Option<CallRecord> {
     Some(unsafe { bytes.as_ptr().cast::<CallRecord>().read_unaligned() })
 }
 
+/// Hands every record in `ring` now to `sink`; returns (records, malformed items).
+pub fn drain(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(CallRecord)) -> (usize, u64) {
+    let (mut n, mut malformed) = (0, 0);
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Some(record) => {
+                sink(record);
+                n += 1;
+            }
+            None => malformed += 1,
+        }
+    }
+    (n, malformed)
+}
+
 /// The `CALL_RECORDS` ring buffer.
 pub struct CallRecords {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -35,18 +50,9 @@ impl CallRecords {
     }
 
     /// Hands every record available now to `sink`; returns how many there were.
-    pub fn drain(&mut self, mut sink: impl FnMut(CallRecord)) -> usize {
-        let mut n = 0;
-        let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Some(record) => {
-                    sink(record);
-                    n += 1;
-                }
-                None => self.malformed += 1,
-            }
-        }
+    pub fn drain(&mut self, sink: impl FnMut(CallRecord)) -> usize {
+        let (n, malformed) = drain(self.ring.get_mut(), sink);
+        self.malformed += malformed;
         n
     }
 
