@@ -77,9 +77,9 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     match &targets {
         Targets::Pids(pids) => {
             for &pid in pids {
-                target::check_pid(pid)?;
+                let nonzero = target::check_pid(pid)?;
                 let ids = add_all(&mut table, specs, &Scope::Pid(pid))?;
-                attachments.push(Attachment::pid(pid, ids));
+                attachments.push(Attachment::pid(nonzero, ids));
             }
         }
         Targets::All => attachments.push(Attachment::all(add_all(&mut table, specs, &Scope::All)?)),
@@ -180,7 +180,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             .map(|c| c.rsplit('/').next().unwrap_or(c).to_owned()),
         _ => None,
     };
-    let child_pid = child.as_ref().map(Suspended::pid);
+    let child_pid = child.as_ref().map(|c| c.pid().get());
     let comm = |pid: u32| match comms.get(&pid) {
         Some(c) if c != "?" => c.clone(),
         _ if Some(pid) == child_pid => command_name.clone().unwrap_or_else(|| "?".into()),
@@ -241,7 +241,7 @@ fn exit_watchers(
 ) -> anyhow::Result<Vec<AsyncFd<std::os::fd::OwnedFd>>> {
     let pids: Vec<u32> = match targets {
         Targets::Pids(pids) => pids.clone(),
-        Targets::Command(_) => child.map(Suspended::pid).into_iter().collect(),
+        Targets::Command(_) => child.map(|c| c.pid().get()).into_iter().collect(),
         Targets::All => Vec::new(),
     };
     pids.into_iter()

@@ -21,9 +21,11 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    pub fn pid(pid: u32, boundaries: Vec<u32>) -> Self {
-        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        Self { scope, boundaries }
+    pub fn pid(pid: NonZeroU32, boundaries: Vec<u32>) -> Self {
+        Self {
+            scope: UProbeScope::OneProcess(pid),
+            boundaries,
+        }
     }
 
     pub fn all(boundaries: Vec<u32>) -> Self {

@@ -81,17 +81,13 @@ fn from_maps(pid: u32, name: &str) -> Result<Option<PathBuf>, ProbeError> {
             }
         }
     })?;
-    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
     let mapped = maps
         .lines()
         .filter_map(|line| line.split_whitespace().nth(5))
         .filter(|path| path.starts_with('/'))
         .map(Path::new);
     let found = mapped
-        .filter(|path| {
-            let file = file_name(path);
-            name_matches(file, name) || exe.as_deref() == Some(*path) && file == name
-        })
+        .filter(|path| name_matches(file_name(path), name))
         .map(Path::to_path_buf)
         .next();
     Ok(found.map(|path| in_mount_namespace_of(pid, &path)))

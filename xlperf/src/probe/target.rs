@@ -4,6 +4,7 @@ use std::{
     env,
     ffi::CString,
     fs, io,
+    num::NonZeroU32,
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
@@ -13,12 +14,11 @@ use std::{
 
 use super::ProbeError;
 
-/// Checks that `pid` names a live process.
-pub fn check_pid(pid: u32) -> Result<(), ProbeError> {
-    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(ProbeError::NoSuchProcess { pid });
-    }
-    Ok(())
+/// Checks that `pid` names a live process (never 0, which the kernel reads as "any").
+pub fn check_pid(pid: u32) -> Result<NonZeroU32, ProbeError> {
+    NonZeroU32::new(pid)
+        .filter(|_| Path::new(&format!("/proc/{pid}")).exists())
+        .ok_or(ProbeError::NoSuchProcess { pid })
 }
 
 /// The command name of a process, or `?` once it is gone.
@@ -62,7 +62,7 @@ pub fn find_program(command: &str) -> Result<PathBuf, ProbeError> {
 /// A child process forked and held before `exec` until the probes are in place, so
 /// that nothing it runs escapes them.
 pub struct Suspended {
-    pid: u32,
+    pid: NonZeroU32,
     gate: Option<OwnedFd>,
     reaped: bool,
 }
@@ -124,14 +124,20 @@ impl Suspended {
         }
         drop(read_end);
         Ok(Self {
-            pid: pid as u32,
+            // fork returned a positive pid (negative and 0 are handled above).
+            pid: NonZeroU32::new(pid as u32)
+                .ok_or_else(|| spawn_err(io::Error::other("fork returned pid 0 to the parent")))?,
             gate: Some(write_end),
             reaped: false,
         })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub fn pid(&self) -> NonZeroU32 {
         self.pid
+    }
+
+    fn raw_pid(&self) -> libc::pid_t {
+        self.pid.get() as libc::pid_t
     }
 
     /// Lets the child exec its program.
@@ -152,8 +158,8 @@ impl Suspended {
     pub fn try_wait(&mut self) -> Option<i32> {
         let mut status = 0;
         // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-        if r != self.pid as i32 {
+        let r = unsafe { libc::waitpid(self.raw_pid(), &mut status, libc::WNOHANG) };
+        if r != self.raw_pid() {
             return None;
         }
         self.reaped = true;
@@ -171,7 +177,7 @@ impl Suspended {
         }
         self.gate = None;
         // SAFETY: signals our own, not yet reaped child.
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.raw_pid(), libc::SIGTERM) };
         for _ in 0..100 {
             if let Some(status) = self.try_wait() {
                 return Some(status);
@@ -179,10 +185,10 @@ impl Suspended {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         // SAFETY: as above.
-        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        unsafe { libc::kill(self.raw_pid(), libc::SIGKILL) };
         let mut status = 0;
         // SAFETY: blocking wait on our own child.
-        unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+        unsafe { libc::waitpid(self.raw_pid(), &mut status, 0) };
         self.reaped = true;
         Some(shell_status(status))
     }
@@ -194,8 +200,8 @@ impl Drop for Suspended {
         if self.gate.is_some() && !self.reaped {
             // SAFETY: kill and reap our own child.
             unsafe {
-                libc::kill(self.pid as i32, libc::SIGKILL);
-                libc::waitpid(self.pid as i32, std::ptr::null_mut(), 0);
+                libc::kill(self.raw_pid(), libc::SIGKILL);
+                libc::waitpid(self.raw_pid(), std::ptr::null_mut(), 0);
             }
         }
     }
