@@ -186,19 +186,7 @@ pub fn xlperf(args: &[&str]) -> Output {
 pub fn record_json(args: &[&str]) -> Value {
     let mut full = vec!["record", "--json"];
     full.extend_from_slice(args);
-    let out = xlperf(&full);
-    assert!(
-        out.status.success(),
-        "xlperf {full:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "xlperf printed no JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let summary = summary_of(&xlperf(&full));
     assert_eq!(summary["schema_version"], 1);
     assert_eq!(summary["dropped"], 0, "records were dropped: {summary:#}");
     summary
@@ -351,7 +339,11 @@ pub fn mapped_byte(pid: u32, lib: &Path, offset: u64) -> u8 {
 
 /// Waits for a background `xlperf record --json` to end, asserts success, returns its summary.
 pub fn finish_json(xlperf: Child) -> Value {
-    let out = xlperf.wait_with_output().expect("xlperf output");
+    summary_of(&xlperf.wait_with_output().expect("xlperf output"))
+}
+
+/// The JSON summary of a successful `xlperf record --json` run.
+pub fn summary_of(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "xlperf failed ({}): {}",
