@@ -14,6 +14,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod beam;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +39,7 @@ pub fn xlperf_bin() -> PathBuf {
 
 /// Where this test binary builds `kind` workloads: one directory per test binary, so
 /// binaries never share half-written files and reruns reuse (overwrite) the same place.
-fn build_dir(kind: &str) -> PathBuf {
+pub(crate) fn build_dir(kind: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("tests");
     let test = stem.split('-').next().unwrap_or(stem);
@@ -48,11 +50,11 @@ fn build_dir(kind: &str) -> PathBuf {
     dir
 }
 
-fn workload_src(rel: &str) -> PathBuf {
+pub(crate) fn workload_src(rel: &str) -> PathBuf {
     root().join("tests/workloads").join(rel)
 }
 
-fn run_ok(cmd: &mut Command) {
+pub(crate) fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),

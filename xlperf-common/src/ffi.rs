@@ -19,6 +19,9 @@ pub struct CallRecord {
     pub start_ns: u64,
     /// Inclusive wall time of the call, ns.
     pub duration_ns: u64,
+    /// The function called, for probes that learn it at run time (the NIF dispatch
+    /// probes: the NIF's address); 0 when `boundary` alone names it.
+    pub target: u64,
     /// Boundary id (the uprobe's attach cookie), assigned by userspace.
     pub boundary: u32,
     /// Boundary of the enclosing traced call on the same thread, or [`NO_BOUNDARY`].
@@ -29,7 +32,8 @@ pub struct CallRecord {
     pub tid: u32,
     /// Nesting level of this call among traced calls on its thread; 1 = outermost.
     pub depth: u32,
-    pub _pad: u32,
+    /// What kind of thread made the call (`crate::thread_kind`); only NIF probes classify.
+    pub thread: u32,
 }
 
 /// One active call on a thread's stack.
@@ -37,8 +41,9 @@ pub struct CallRecord {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Frame {
     pub start_ns: u64,
+    pub target: u64,
     pub boundary: u32,
-    pub _pad: u32,
+    pub thread: u32,
 }
 
 /// Per-thread stack of active traced calls, kept in a BPF hash map keyed by tid.
@@ -97,7 +102,7 @@ mod user {
     unsafe impl aya::Pod for Counters {}
 }
 
-const _: () = assert!(core::mem::size_of::<CallRecord>() == 40);
-const _: () = assert!(core::mem::size_of::<Frame>() == 16);
-const _: () = assert!(core::mem::size_of::<CallStack>() == 8 + 16 * MAX_DEPTH);
+const _: () = assert!(core::mem::size_of::<CallRecord>() == 48);
+const _: () = assert!(core::mem::size_of::<Frame>() == 24);
+const _: () = assert!(core::mem::size_of::<CallStack>() == 8 + 24 * MAX_DEPTH);
 const _: () = assert!(core::mem::size_of::<Counters>() == 40);

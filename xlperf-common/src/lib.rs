@@ -5,5 +5,7 @@
 #![no_std]
 
 pub mod ffi;
+pub mod nif;
 
 pub use ffi::*;
+pub use nif::*;

@@ -6,6 +6,10 @@
 mod bench;
 #[cfg(target_arch = "bpf")]
 mod ffi;
+#[cfg(target_arch = "bpf")]
+mod nif;
+#[cfg(target_arch = "bpf")]
+mod stack;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -34,7 +34,7 @@ struct Line {
 }
 
 /// Runs every check, prints one line each, and returns whether uprobe tracing works.
-pub fn run() -> bool {
+pub fn run(_pid: Option<u32>) -> bool {
     let mut lines = vec![line(Verdict::Ok, "kernel", kernel_release())];
     let privileged = privileges::check();
     let root = privileged.is_ok();

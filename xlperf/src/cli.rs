@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::probe::beam::NifMode;
+
 /// Profile the places where one language calls into another: FFI calls into C, Rust, Nim
 /// and Zig libraries, from any language that produces ELF code, with eBPF.
 #[derive(Debug, Parser)]
@@ -18,16 +20,51 @@ pub enum Command {
     /// Report what works on this host and why not: privileges, BTF, tracefs, ring buffer,
     /// uprobe/uretprobe, tracepoint and perf-event programs, kprobes.
     ///
-    /// Exits 0 when FFI boundary tracing (uprobes) works.
-    Check,
-    /// Trace FFI boundary crossings and print a latency table per function.
+    /// Exits 0 when FFI boundary tracing (uprobes) works. With -p PID, also says which
+    /// runtime the process runs and how xlperf would trace it.
+    Check(CheckArgs),
+    /// Trace boundary crossings and print a latency table per function.
+    ///
+    /// With no probe flag, xlperf traces what it finds in the target: every NIF of an
+    /// Erlang/Elixir VM. --ffi names C-ABI functions to trace.
     ///
     /// Examples:
+    ///   sudo xlperf record -p $(pgrep beam.smp) -d 10s
     ///   sudo xlperf record --ffi 'libz.so.1:deflate*' -- python3 -c 'import zlib; zlib.compress(b"x")'
     ///   sudo xlperf record -p 4242 --ffi 'libssl.so.3:SSL_*' -d 10s
     ///   sudo xlperf record -p 4242 --ffi /opt/app/libfoo.so --json
     #[command(verbatim_doc_comment)]
     Record(RecordArgs),
+    /// List what can be traced in a process: its runtime, and for an Erlang/Elixir VM its
+    /// NIF libraries and functions (name/arity, dirty flags) and which of them are being
+    /// called (sampled for -d, default 1s).
+    ///
+    /// Example:
+    ///   sudo xlperf list -p $(pgrep beam.smp)
+    #[command(verbatim_doc_comment)]
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check this process: its runtime and the probes that apply to it.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The process to inspect.
+    #[arg(short = 'p', long = "pid", value_name = "PID", required = true)]
+    pub pid: u32,
+
+    /// How long to watch NIF calls to tell which functions are being called; 0 skips it.
+    #[arg(short = 'd', long, default_value = "1s", value_parser = parse_duration_or_zero)]
+    pub duration: Duration,
+
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -41,8 +78,25 @@ pub struct RecordArgs {
     /// dynamic linker's cache (`libz.so.1`, `libz`, or the program's own name).
     /// GLOB selects functions by name from .dynsym and .symtab (default `*`).
     /// Repeatable.
-    #[arg(long = "ffi", value_name = "LIB[:GLOB]", required = true)]
+    #[arg(long = "ffi", value_name = "LIB[:GLOB]")]
     pub ffi: Vec<String>,
+
+    /// Trace every Erlang/Elixir NIF call of the target VM (beam.smp), named
+    /// `module:fun/arity` (Elixir: `Module.fun/arity`). On by default when the target is a
+    /// BEAM and no --ffi is given.
+    #[arg(long)]
+    pub nif: bool,
+
+    /// How NIF calls are caught: `dispatch` probes the VM's two NIF call functions (one
+    /// probe pair for all NIFs, including libraries loaded later); `fptr` probes each NIF
+    /// function found in the NIF tables; `auto` uses dispatch when the VM exports it.
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub nif_mode: NifMode,
+
+    /// NIF calls on normal schedulers longer than this are reported as long calls (they
+    /// hold up every Erlang process queued on that scheduler).
+    #[arg(long, default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub long_nif: Duration,
 
     /// Stop after this long (e.g. 500ms, 10s, 2m). Default: until Ctrl-C or the target exits.
     #[arg(short = 'd', long, value_parser = parse_duration)]
@@ -124,6 +178,14 @@ impl FfiSpec {
             glob: glob.to_owned(),
         })
     }
+}
+
+/// Like [`parse_duration`], but `0` is allowed (meaning "skip").
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// Parses `250ms`, `10s`, `2m`, `1h` or a bare number of seconds.

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod cli;
 pub mod event;
+pub mod list;
 pub mod metrics;
 pub mod privileges;
 pub mod probe;
@@ -16,11 +17,12 @@ use std::process::ExitCode;
 /// Runs a parsed command; errors come back for `main` to print as one line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Check => Ok(if check::run() {
+        cli::Command::Check(args) => Ok(if check::run(args.pid) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         }),
         cli::Command::Record(args) => record::run(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::List(args) => list::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,8 +1,13 @@
 //! `xlperf record`: attach, collect call records until the end condition, summarise.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, anyhow};
+use aya::programs::uprobe::UProbeScope;
 use aya::{
     Ebpf,
     maps::{PerCpuArray, RingBuf},
@@ -11,7 +16,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
-use xlperf_common::{CALIBRATION_BOUNDARY, COUNTERS_SLOT, Counters};
+use xlperf_common::{CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallRecord, Counters};
 
 use crate::{
     cli::{FfiSpec, RecordArgs},
@@ -21,17 +26,21 @@ use crate::{
     probe::{
         ProbeError,
         attach::{self, Attachment},
+        beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
         calibrate,
         library::Scope,
         loader::{self, CALL_RECORDS, FFI_COUNTERS},
         target::{self, Suspended},
     },
-    report::{Summary, summary, table},
+    report::{Summary, summary, summary::NifRecording, table},
 };
 
-/// How often the ring buffer is drained: the kernel side never wakes us (see ffi.rs).
-const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often the ring buffer is drained: the kernel side never wakes us (see stack.rs).
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How often fallback-mode NIF tracing looks for newly loaded NIF libraries.
+const NIF_RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What a recording traces, resolved before anything is attached.
 enum Targets {
@@ -89,6 +98,16 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             command = Some((program, ids));
         }
     }
+    let vm = find_vm(
+        args,
+        specs.is_empty(),
+        &targets,
+        command.as_ref().map(|(p, _)| p),
+    )?;
+    let mut nif = match &vm {
+        Some(vm) => Some(NifTracing::prepare(vm, args.nif_mode)?),
+        None => None,
+    };
     if table.len() > args.max_functions {
         return Err(ProbeError::TooManyFunctions {
             count: table.len(),
@@ -131,15 +150,47 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }
         _ => None,
     };
-    let probes = attach::attach_ffi(&mut ebpf, &table, &attachments)?;
+    let mut probes = attach::attach_ffi(&mut ebpf, &table, &attachments)?;
+    if let Some(nif) = nif.as_mut() {
+        match &targets {
+            Targets::Pids(pids) => {
+                for &pid in pids {
+                    let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
+                    probes += nif.attach(&mut ebpf, &mut table, scope, Some(pid))?;
+                }
+            }
+            Targets::Command(_) => {
+                if let Some(child) = child.as_ref() {
+                    let pid = child.pid();
+                    probes += nif.attach(
+                        &mut ebpf,
+                        &mut table,
+                        UProbeScope::OneProcess(pid),
+                        Some(pid.get()),
+                    )?;
+                }
+            }
+            Targets::All => {
+                probes += nif.attach(&mut ebpf, &mut table, UProbeScope::AllProcesses, None)?;
+            }
+        }
+    }
     let exits = exit_watchers(&targets, child.as_ref())?;
     let started = Instant::now();
     if let Some(child) = child.as_mut() {
         child.release().context("starting the command")?;
     }
+    let what = match &nif {
+        Some(n) if table.is_empty() => format!("the NIFs ({} mode)", n.mode_name()),
+        Some(n) => format!(
+            "{} function(s) and the NIFs ({} mode)",
+            table.len(),
+            n.mode_name()
+        ),
+        None => format!("{} function(s)", table.len()),
+    };
     eprintln!(
-        "xlperf: {probes} probes on {} function(s) in {}; {}",
-        table.len(),
+        "xlperf: {probes} probes on {what} in {}; {}",
         describe(&targets, child.as_ref()),
         match args.duration {
             Some(d) => format!("recording for {}", table::human_ns(d.as_nanos() as u64)),
@@ -147,32 +198,49 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }
     );
 
-    let mut aggregator = CallAggregator::default();
-    // Names are read on a pid's first record: by the end a short-lived target is gone.
-    let mut comms: HashMap<u32, String> = HashMap::new();
-    let mut on_record = |r: xlperf_common::CallRecord| {
-        comms.entry(r.pid).or_insert_with(|| target::comm(r.pid));
-        aggregator.record(&r);
+    let mut collector = Collector {
+        aggregator: CallAggregator::new(
+            u64::try_from(args.long_nif.as_nanos()).unwrap_or(u64::MAX),
+        ),
+        comms: HashMap::new(),
+        table,
+        nif,
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut last_rescan = Instant::now();
     loop {
-        tokio::select! {
-            batch = records.next_batch(POLL_INTERVAL, &mut on_record) => {
-                batch.context("reading the ring buffer")?;
+        let stop = tokio::select! {
+            waited = records.wait(POLL_INTERVAL) => {
+                waited.context("reading the ring buffer")?;
+                false
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            () = sleep_until(deadline) => break,
-            () = all_exited(&exits) => break,
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+            () = sleep_until(deadline) => true,
+            () = all_exited(&exits) => true,
+        };
+        records.drain(|r| collector.take(r));
+        if stop {
+            break;
+        }
+        if last_rescan.elapsed() >= NIF_RESCAN_INTERVAL {
+            last_rescan = Instant::now();
+            collector.rescan(&mut ebpf)?;
         }
     }
     // Everything a finished target emitted is already in the ring buffer.
-    records.drain(&mut on_record);
+    records.drain(|r| collector.take(r));
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
-    records.drain(&mut on_record);
+    records.drain(|r| collector.take(r));
     let counters = counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
     drop(ebpf); // detaches every probe
+    let Collector {
+        aggregator,
+        comms,
+        table,
+        nif,
+    } = collector;
 
     let command_name = match &targets {
         Targets::Command(argv) => argv
@@ -198,7 +266,111 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         abandoned: counters.abandoned,
         malformed: records.malformed,
         stack_map_full: counters.stack_map_full,
+        nif: nif.map(|n| NifRecording {
+            mode: n.mode_name(),
+            fallback_reason: match &n.mode {
+                beam::tracing::Mode::Fptr { reason } => reason.clone(),
+                beam::tracing::Mode::Dispatch(_) => None,
+            },
+            vm: n.vm.display().to_string(),
+            long_call_threshold_ns: aggregator.long_call_ns,
+            vm_internal_calls: n.resolver.vm_internal,
+            unresolved_calls: n.resolver.unresolved,
+        }),
     })
+}
+
+/// Everything records flow into during a recording.
+struct Collector {
+    aggregator: CallAggregator,
+    /// Names are read on a pid's first record: by the end a short-lived target is gone.
+    comms: HashMap<u32, String>,
+    table: BoundaryTable,
+    nif: Option<NifTracing>,
+}
+
+impl Collector {
+    fn take(&mut self, mut record: CallRecord) {
+        if let Some(nif) = self.nif.as_mut()
+            && !nif.name(&mut record, &mut self.table)
+        {
+            return;
+        }
+        self.comms
+            .entry(record.pid)
+            .or_insert_with(|| target::comm(record.pid));
+        self.aggregator.record(&record);
+    }
+
+    fn rescan(&mut self, ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
+        if let Some(nif) = self.nif.as_mut() {
+            nif.rescan(ebpf, &mut self.table)
+                .context("probing newly loaded NIF libraries")?;
+        }
+        Ok(())
+    }
+}
+
+/// The BEAM to trace NIFs in: asked for with --nif, or found in the target when no probe
+/// is named. Errors when nothing at all would be traced.
+fn find_vm(
+    args: &RecordArgs,
+    no_ffi: bool,
+    targets: &Targets,
+    program: Option<&PathBuf>,
+) -> anyhow::Result<Option<PathBuf>> {
+    if !args.nif && !no_ffi {
+        return Ok(None);
+    }
+    let nothing = |what: String| {
+        anyhow!(
+            "nothing to trace in {what}: it is not an Erlang/Elixir VM, the runtime xlperf detects; name C-ABI functions with --ffi LIB[:GLOB]"
+        )
+    };
+    match targets {
+        Targets::Pids(pids) => {
+            let mut found: Option<PathBuf> = None;
+            for &pid in pids {
+                target::check_pid(pid)?;
+                match beam::vm_of_pid(pid)? {
+                    Some(vm) => {
+                        if found.as_ref().is_some_and(|f| *f != vm) {
+                            return Err(anyhow!(
+                                "pids run different Erlang VMs ({} and {}); record one installation at a time",
+                                found
+                                    .as_ref()
+                                    .map_or_else(String::new, |f| f.display().to_string()),
+                                vm.display()
+                            ));
+                        }
+                        found = Some(vm);
+                    }
+                    None if args.nif => return Err(ProbeError::NotBeam { pid }.into()),
+                    None => {
+                        return Err(nothing(format!("pid {pid} ({})", target::comm(pid))));
+                    }
+                }
+            }
+            Ok(found)
+        }
+        Targets::Command(argv) => {
+            let program = program.ok_or_else(|| anyhow!("no command given"))?;
+            if args.nif || beam::is_launcher(program) {
+                Ok(Some(beam::vm_for_program(program)?))
+            } else {
+                Err(nothing(argv.first().cloned().unwrap_or_default()))
+            }
+        }
+        Targets::All => {
+            if args.nif {
+                Ok(Some(beam::vm_for_program(std::path::Path::new("erl"))?))
+            } else {
+                Err(anyhow!(
+                    "--all needs a probe: name functions with --ffi LIB[:GLOB], or trace every BEAM's NIFs with --nif"
+                ))
+            }
+        }
+    }
 }
 
 fn add_all(

@@ -56,18 +56,14 @@ impl CallRecords {
         n
     }
 
-    /// Waits until the kernel signals records or `poll_interval` passes, then drains
-    /// everything available into `sink`. xlperf's programs submit without waking us, so
-    /// in practice this is a timer; the wakeup path stays for programs that do wake.
-    pub async fn next_batch(
-        &mut self,
-        poll_interval: Duration,
-        sink: impl FnMut(CallRecord),
-    ) -> std::io::Result<usize> {
+    /// Waits until the kernel signals records or `poll_interval` passes. xlperf's programs
+    /// submit without waking us, so in practice this is a timer; the wakeup path stays for
+    /// programs that do wake.
+    pub async fn wait(&mut self, poll_interval: Duration) -> std::io::Result<()> {
         if let Ok(guard) = tokio::time::timeout(poll_interval, self.ring.readable_mut()).await {
             guard?.clear_ready();
         }
-        Ok(self.drain(sink))
+        Ok(())
     }
 }
 
@@ -85,7 +81,8 @@ mod tests {
             pid: 5,
             tid: 6,
             depth: 7,
-            _pad: 0,
+            target: 0,
+            thread: 0,
         };
         // SAFETY: viewing a POD struct as bytes for the test.
         let bytes = unsafe {

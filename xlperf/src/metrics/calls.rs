@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use hdrhistogram::Histogram;
-use xlperf_common::{CALIBRATION_BOUNDARY, CallRecord};
+use xlperf_common::{CALIBRATION_BOUNDARY, CallRecord, thread_kind};
 
 /// Durations from 1 ns to 1 hour at 3 significant digits (0.1 % error).
 const MAX_TRACKED_NS: u64 = 3_600_000_000_000;
@@ -17,6 +17,19 @@ pub struct CallStats {
     pub depth_max: u32,
     max_ns: u64,
     pub histogram: Histogram<u64>,
+    /// Calls per thread kind (`xlperf_common::thread_kind`), indexed by kind.
+    pub by_thread: [u64; 5],
+    /// Calls on BEAM normal schedulers, where a long call blocks other processes.
+    pub normal: Option<Box<NormalSchedulerStats>>,
+}
+
+/// Durations of the calls that ran on BEAM normal schedulers.
+#[derive(Debug, Clone)]
+pub struct NormalSchedulerStats {
+    /// Calls longer than the long-call threshold.
+    pub long_calls: u64,
+    pub max_ns: u64,
+    pub histogram: Histogram<u64>,
 }
 
 impl CallStats {
@@ -26,8 +39,9 @@ impl CallStats {
             total_ns: 0,
             depth_max: 0,
             max_ns: 0,
-            histogram: Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGFIGS)
-                .unwrap_or_else(|_| Histogram::new(SIGFIGS).unwrap_or_else(|_| unreachable!())),
+            histogram: histogram(),
+            by_thread: [0; 5],
+            normal: None,
         }
     }
 
@@ -41,14 +55,38 @@ impl CallStats {
     }
 }
 
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGFIGS)
+        .unwrap_or_else(|_| Histogram::new(SIGFIGS).unwrap_or_else(|_| unreachable!()))
+}
+
 /// All call statistics of a recording.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CallAggregator {
     stats: HashMap<(u32, u32), CallStats>,
     pub records: u64,
+    /// A call on a normal scheduler longer than this is a long call.
+    pub long_call_ns: u64,
 }
 
+impl Default for CallAggregator {
+    fn default() -> Self {
+        Self::new(DEFAULT_LONG_CALL_NS)
+    }
+}
+
+/// The erl_nif documentation's limit: a NIF should return within 1 ms.
+pub const DEFAULT_LONG_CALL_NS: u64 = 1_000_000;
+
 impl CallAggregator {
+    pub fn new(long_call_ns: u64) -> Self {
+        Self {
+            stats: HashMap::new(),
+            records: 0,
+            long_call_ns,
+        }
+    }
+
     pub fn record(&mut self, record: &CallRecord) {
         if record.boundary == CALIBRATION_BOUNDARY {
             return;
@@ -63,6 +101,23 @@ impl CallAggregator {
         stats.depth_max = stats.depth_max.max(record.depth);
         stats.max_ns = stats.max_ns.max(record.duration_ns);
         stats.histogram.saturating_record(record.duration_ns.max(1));
+        if let Some(count) = stats.by_thread.get_mut(record.thread as usize) {
+            *count += 1;
+        }
+        if record.thread == thread_kind::BEAM_NORMAL {
+            let normal = stats.normal.get_or_insert_with(|| {
+                Box::new(NormalSchedulerStats {
+                    long_calls: 0,
+                    max_ns: 0,
+                    histogram: histogram(),
+                })
+            });
+            normal.long_calls += u64::from(record.duration_ns > self.long_call_ns);
+            normal.max_ns = normal.max_ns.max(record.duration_ns);
+            normal
+                .histogram
+                .saturating_record(record.duration_ns.max(1));
+        }
     }
 
     /// (pid, boundary, stats), sorted by total time, largest first.
@@ -86,6 +141,25 @@ impl CallAggregator {
 mod tests {
     use super::*;
 
+    #[test]
+    fn long_calls_only_on_normal_schedulers() {
+        let mut agg = CallAggregator::new(1_000_000);
+        let mut r = call(10, 1, 2_000_000, 1);
+        r.thread = thread_kind::BEAM_NORMAL;
+        agg.record(&r);
+        r.duration_ns = 500_000;
+        agg.record(&r);
+        r.duration_ns = 3_000_000;
+        r.thread = thread_kind::BEAM_DIRTY_CPU;
+        agg.record(&r);
+        let rows = agg.by_total_time();
+        let stats = rows[0].2;
+        assert_eq!(stats.by_thread[thread_kind::BEAM_NORMAL as usize], 2);
+        assert_eq!(stats.by_thread[thread_kind::BEAM_DIRTY_CPU as usize], 1);
+        let normal = stats.normal.as_ref().expect("normal-scheduler calls");
+        assert_eq!((normal.long_calls, normal.max_ns), (1, 2_000_000));
+    }
+
     fn call(pid: u32, boundary: u32, duration_ns: u64, depth: u32) -> CallRecord {
         CallRecord {
             start_ns: 0,
@@ -95,7 +169,8 @@ mod tests {
             pid,
             tid: pid,
             depth,
-            _pad: 0,
+            target: 0,
+            thread: 0,
         }
     }
 

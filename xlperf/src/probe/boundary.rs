@@ -10,6 +10,7 @@ use globset::GlobBuilder;
 
 use super::{
     ProbeError,
+    beam::entry::NifFunction,
     elf::ElfImage,
     library::{self, Scope},
     prologue::{self, ProbeSite},
@@ -25,6 +26,8 @@ pub struct Boundary {
     /// File offset of the function's first byte.
     pub file_offset: u64,
     pub site: ProbeSite,
+    /// Set for Erlang/Elixir NIFs.
+    pub nif: Option<NifFunction>,
 }
 
 impl Boundary {
@@ -91,7 +94,7 @@ impl BoundaryTable {
                 Some(&id) => id,
                 None => {
                     let site = prologue::choose(image.code(function, prologue::CODE_WINDOW));
-                    self.push(&path, name, function.file_offset, site)
+                    self.push(&path, name, function.file_offset, site, None)
                 }
             };
             self.by_site.insert(key, id);
@@ -122,14 +125,49 @@ impl BoundaryTable {
         Ok(ids)
     }
 
-    fn push(&mut self, library: &Path, function: &str, file_offset: u64, site: ProbeSite) -> u32 {
-        let id = u32::try_from(self.boundaries.len() + 1).unwrap_or(u32::MAX - 1);
+    /// Adds a NIF found in a library's NIF table (link-time address `vaddr` in `image`,
+    /// the file at `library`); the same NIF seen in another process keeps its id.
+    pub fn add_nif(
+        &mut self,
+        library: &Path,
+        nif: &NifFunction,
+        vaddr: u64,
+        image: &ElfImage,
+    ) -> u32 {
+        let key = (library.to_path_buf(), vaddr);
+        if let Some(&id) = self.by_site.get(&key) {
+            return id;
+        }
+        let file_offset = image.file_offset(vaddr).unwrap_or(0);
+        let site = prologue::choose(image.bytes_at(file_offset, prologue::CODE_WINDOW));
+        let id = self.push(
+            library,
+            &nif.display_name(),
+            file_offset,
+            site,
+            Some(nif.clone()),
+        );
+        self.by_site.insert(key, id);
+        id
+    }
+
+    fn push(
+        &mut self,
+        library: &Path,
+        function: &str,
+        file_offset: u64,
+        site: ProbeSite,
+        nif: Option<NifFunction>,
+    ) -> u32 {
+        // Ids count up from 1 and stay below the reserved ids (dispatch, calibration).
+        let id = u32::try_from(self.boundaries.len() + 1).unwrap_or(u32::MAX - 16);
         self.boundaries.push(Boundary {
             id,
             library: library.to_path_buf(),
             function: function.to_owned(),
             file_offset,
             site,
+            nif,
         });
         id
     }

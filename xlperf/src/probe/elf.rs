@@ -26,6 +26,8 @@ pub struct Function {
 pub struct ElfImage {
     data: Vec<u8>,
     pub functions: Vec<Function>,
+    /// Loadable segments: (vaddr, file offset, file size).
+    segments: Vec<(u64, u64, u64)>,
 }
 
 impl ElfImage {
@@ -34,11 +36,52 @@ impl ElfImage {
             path: path.to_owned(),
             source,
         })?;
-        let functions = functions(&data).map_err(|reason| ProbeError::NotElf {
+        let (functions, segments) = functions(&data).map_err(|reason| ProbeError::NotElf {
             path: path.to_owned(),
             reason,
         })?;
-        Ok(Self { data, functions })
+        Ok(Self {
+            data,
+            functions,
+            segments,
+        })
+    }
+
+    /// Up to `max` bytes of the file from `offset` (code of a function without a symbol).
+    pub fn bytes_at(&self, offset: u64, max: u64) -> &[u8] {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(max).unwrap_or(0));
+        self.data
+            .get(start..end.min(self.data.len()))
+            .unwrap_or_default()
+    }
+
+    /// The function named `name` (any of its aliases).
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.functions
+            .iter()
+            .find(|f| f.names.iter().any(|n| n == name))
+    }
+
+    /// The function whose code contains `vaddr`.
+    pub fn function_at(&self, vaddr: u64) -> Option<&Function> {
+        self.functions
+            .iter()
+            .find(|f| vaddr >= f.vaddr && vaddr - f.vaddr < f.size.max(1))
+    }
+
+    /// The file offset holding the byte at `vaddr`.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        file_offset(&self.segments, vaddr)
+    }
+
+    /// The lowest loaded address: a process maps the file at `base - load_vaddr`.
+    pub fn load_vaddr(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|&(addr, _, _)| addr & !0xfff)
+            .min()
+            .unwrap_or(0)
     }
 
     /// Up to `max` bytes of a function's code, read from the file.
@@ -51,7 +94,15 @@ impl ElfImage {
     }
 }
 
-fn functions(data: &[u8]) -> Result<Vec<Function>, String> {
+type Segments = Vec<(u64, u64, u64)>;
+
+fn file_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> {
+    segments.iter().find_map(|&(addr, offset, size)| {
+        (vaddr >= addr && vaddr - addr < size).then(|| vaddr - addr + offset)
+    })
+}
+
+fn functions(data: &[u8]) -> Result<(Vec<Function>, Segments), String> {
     let file = object::File::parse(data).map_err(|e| e.to_string())?;
     if file.format() != object::BinaryFormat::Elf {
         return Err("not an ELF file".into());
@@ -74,9 +125,7 @@ fn functions(data: &[u8]) -> Result<Vec<Function>, String> {
             continue;
         }
         let vaddr = symbol.address();
-        let Some(file_offset) = segments.iter().find_map(|&(addr, offset, size)| {
-            (vaddr >= addr && vaddr - addr < size).then(|| vaddr - addr + offset)
-        }) else {
+        let Some(file_offset) = file_offset(&segments, vaddr) else {
             continue;
         };
         let ifunc = matches!(symbol.flags(), SymbolFlags::Elf { st_info, .. } if st_info & 0xf == STT_GNU_IFUNC);
@@ -91,7 +140,7 @@ fn functions(data: &[u8]) -> Result<Vec<Function>, String> {
             entry.names.push(name.to_owned());
         }
     }
-    Ok(by_addr.into_values().collect())
+    Ok((by_addr.into_values().collect(), segments))
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ fn from_maps(pid: u32, name: &str) -> Result<Option<PathBuf>, ProbeError> {
 }
 
 /// Paths in /proc/PID/maps are in the target's mount namespace; reach them through its root.
-fn in_mount_namespace_of(pid: u32, path: &Path) -> PathBuf {
+pub(super) fn in_mount_namespace_of(pid: u32, path: &Path) -> PathBuf {
     let same_root = match (
         fs::metadata("/proc/self/root"),
         fs::metadata(format!("/proc/{pid}/root")),

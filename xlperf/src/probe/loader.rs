@@ -13,6 +13,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xl
 /// Program names, as the functions are named in xlperf-ebpf.
 pub const FFI_ENTRY: &str = "ffi_entry";
 pub const FFI_EXIT: &str = "ffi_exit";
+pub const NIF_CALL_ENTRY: &str = "nif_call_entry";
+pub const NIF_CALL_EXIT: &str = "nif_call_exit";
+pub const NIF_DIRTY_ENTRY: &str = "nif_dirty_entry";
+pub const NIF_DIRTY_EXIT: &str = "nif_dirty_exit";
+pub const NIF_FPTR_ENTRY: &str = "nif_fptr_entry";
+pub const NIF_FPTR_EXIT: &str = "nif_fptr_exit";
 pub const EMPTY_ENTRY: &str = "empty_entry";
 pub const EMPTY_EXIT: &str = "empty_exit";
 

@@ -1,11 +1,13 @@
 //! What to attach where: libraries, function symbols, probe sites, and the attach itself.
 
 pub mod attach;
+pub mod beam;
 pub mod boundary;
 pub mod calibrate;
 pub mod elf;
 pub mod library;
 pub mod loader;
+pub mod maps;
 pub mod prologue;
 pub mod target;
 pub mod tracefs;
@@ -66,6 +68,20 @@ pub enum ProbeError {
     MissingProgram { name: &'static str },
     #[error("eBPF map {name} is missing from the embedded object (build problem)")]
     MissingMap { name: &'static str },
+    #[error(
+        "cannot find the BEAM VM: {why}; trace a running VM with -p PID instead, or start beam.smp itself"
+    )]
+    VmNotFound { why: String },
+    #[error(
+        "pid {pid} is not an Erlang/Elixir VM (no beam.smp in its memory maps); --nif needs a BEAM process"
+    )]
+    NotBeam { pid: u32 },
+    #[error("the NIF table at {addr:#x} looks corrupt ({why}); is this a BEAM of OTP 17 or later?")]
+    BadNifEntry { addr: u64, why: String },
+    #[error(
+        "NIF dispatch probes are not possible in {vm}: {why}; use --nif-mode fptr to probe each NIF instead"
+    )]
+    NoDispatch { vm: PathBuf, why: String },
     #[error("{what}")]
     Program {
         what: String,

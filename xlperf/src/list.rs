@@ -1,0 +1,242 @@
+//! `xlperf list -p PID`: what can be traced in a process. For an Erlang/Elixir VM: its
+//! NIF libraries and functions, and which are being called (watched for a moment).
+
+use std::{collections::HashMap, fmt::Write as _, time::Instant};
+
+use anyhow::{Context as _, anyhow};
+use aya::{maps::RingBuf, programs::uprobe::UProbeScope};
+use serde::Serialize;
+
+use crate::{
+    cli::{ListArgs, NifMode},
+    event::ring,
+    privileges,
+    probe::{
+        ProbeError,
+        beam::{self, tracing::NifTracing},
+        boundary::BoundaryTable,
+        loader::{self, CALL_RECORDS},
+        maps, target,
+    },
+    report::table::human_ns,
+};
+
+#[derive(Debug, Serialize)]
+struct Listing {
+    pid: u32,
+    comm: String,
+    /// `beam`, or null when xlperf detects no runtime in the process.
+    runtime: Option<&'static str>,
+    vm: Option<String>,
+    nif_mode: Option<&'static str>,
+    /// How long calls were watched, 0 when not.
+    watched_ns: u64,
+    nif_libraries: Vec<NifLibraryListing>,
+    /// Shared libraries mapped by the process: candidates for --ffi.
+    libraries: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NifLibraryListing {
+    library: String,
+    path: String,
+    module: String,
+    functions: Vec<NifListing>,
+}
+
+#[derive(Debug, Serialize)]
+struct NifListing {
+    function: String,
+    arity: u32,
+    dirty: Option<&'static str>,
+    /// Calls seen while watching.
+    calls: u64,
+}
+
+pub fn run(args: &ListArgs) -> anyhow::Result<()> {
+    privileges::check().map_err(|why| anyhow!(why))?;
+    let pid = args.pid;
+    target::check_pid(pid)?;
+    let mut listing = Listing {
+        pid,
+        comm: target::comm(pid),
+        runtime: None,
+        vm: None,
+        nif_mode: None,
+        watched_ns: 0,
+        nif_libraries: Vec::new(),
+        libraries: mapped_libraries(pid)?,
+    };
+    if let Some(vm) = beam::vm_of_pid(pid)? {
+        let mut nif = NifTracing::prepare(&vm, NifMode::Auto)?;
+        let mut table = BoundaryTable::default();
+        let libraries = nif.resolver.scan(pid, &mut table)?;
+        let calls = if args.duration.is_zero() {
+            HashMap::new()
+        } else {
+            let started = Instant::now();
+            let calls = watch(&mut nif, &mut table, pid, args.duration)?;
+            listing.watched_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            calls
+        };
+        listing.runtime = Some("beam");
+        listing.vm = Some(vm.display().to_string());
+        listing.nif_mode = Some(nif.mode_name());
+        for library in libraries {
+            let mut functions: Vec<NifListing> = library
+                .functions
+                .iter()
+                .map(|(id, f)| NifListing {
+                    function: f.display_name(),
+                    arity: f.arity,
+                    dirty: f.dirty(),
+                    calls: calls.get(id).copied().unwrap_or(0),
+                })
+                .collect();
+            functions.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.function.cmp(&b.function)));
+            listing.nif_libraries.push(NifLibraryListing {
+                library: library
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&library.path)
+                    .to_owned(),
+                module: library
+                    .functions
+                    .first()
+                    .map(|(_, f)| f.module.clone())
+                    .unwrap_or_default(),
+                path: library.path,
+                functions,
+            });
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+    } else {
+        print!("{}", render(&listing));
+    }
+    Ok(())
+}
+
+/// Counts NIF calls of `pid` per boundary for `duration`.
+fn watch(
+    nif: &mut NifTracing,
+    table: &mut BoundaryTable,
+    pid: u32,
+    duration: std::time::Duration,
+) -> anyhow::Result<HashMap<u32, u64>> {
+    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES)?;
+    let ring = ebpf
+        .take_map(CALL_RECORDS)
+        .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;
+    let mut ring = RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
+        what: "opening the call-record ring buffer".into(),
+        source,
+    })?;
+    let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
+    nif.attach(&mut ebpf, table, scope, Some(pid))?;
+    let mut calls: HashMap<u32, u64> = HashMap::new();
+    let end = Instant::now() + duration;
+    loop {
+        ring::drain(&mut ring, |mut r| {
+            if nif.name(&mut r, table) {
+                *calls.entry(r.boundary).or_default() += 1;
+            }
+        });
+        if Instant::now() >= end {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10).min(end - Instant::now()));
+    }
+    ring::drain(&mut ring, |mut r| {
+        if nif.name(&mut r, table) {
+            *calls.entry(r.boundary).or_default() += 1;
+        }
+    });
+    drop(ebpf);
+    Ok(calls)
+}
+
+fn mapped_libraries(pid: u32) -> anyhow::Result<Vec<String>> {
+    let mut libs: Vec<String> = maps::read(pid)
+        .with_context(|| format!("reading the memory maps of pid {pid}"))?
+        .into_iter()
+        .filter_map(|m| m.path)
+        .filter(|p| p.contains(".so"))
+        .collect();
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+fn render(l: &Listing) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "pid {} ({})", l.pid, l.comm);
+    match (&l.vm, l.nif_mode) {
+        (Some(vm), Some(mode)) => {
+            let _ = writeln!(out, "runtime: Erlang/Elixir VM {vm}");
+            let _ = writeln!(
+                out,
+                "NIF tracing: {mode} mode{}",
+                if mode == "dispatch" {
+                    " (probes on beam_jit_call_nif and erts_call_dirty_nif catch every NIF)"
+                } else {
+                    " (a probe pair on each NIF function)"
+                }
+            );
+            if l.nif_libraries.is_empty() {
+                out.push_str("no NIF library is loaded yet\n");
+            }
+            for lib in &l.nif_libraries {
+                let _ = writeln!(
+                    out,
+                    "\n{} ({}): {} NIF(s)",
+                    lib.library,
+                    lib.path,
+                    lib.functions.len()
+                );
+                let width = lib
+                    .functions
+                    .iter()
+                    .map(|f| f.function.len())
+                    .max()
+                    .unwrap_or(8);
+                let watched = if l.watched_ns > 0 {
+                    format!("CALLS in {}", human_ns(l.watched_ns))
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  {:<9}  {watched}",
+                    "FUNCTION", "SCHEDULER"
+                );
+                for f in &lib.functions {
+                    let kind = match f.dirty {
+                        Some("cpu") => "dirty cpu",
+                        Some(_) => "dirty io",
+                        None => "normal",
+                    };
+                    let calls = if l.watched_ns > 0 {
+                        f.calls.to_string()
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(out, "  {:<width$}  {kind:<9}  {calls}", f.function);
+                }
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "runtime: none detected (no Erlang/Elixir VM); trace its C-ABI functions with --ffi LIB[:GLOB]"
+            );
+            let _ = writeln!(out, "\nshared libraries ({}):", l.libraries.len());
+            for lib in &l.libraries {
+                let _ = writeln!(out, "  {lib}");
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! Naming NIF calls: from a NIF's address in a process to its boundary.
+//!
+//! Libraries are read lazily, the first time a call lands in one, so libraries loaded
+//! after the recording started (`erlang:load_nif/2`, `-on_load`) are named like the rest.
+//! Addresses that belong to no NIF table are the VM's own trampolines (the stubs that
+//! move a dirty NIF to a dirty scheduler, and the finalizers that move it back): they are
+//! counted, not reported, so a dirty NIF shows up once, as itself.
+
+use std::collections::{HashMap, HashSet};
+
+use super::entry::{self, NifFunction};
+use crate::probe::{
+    ProbeError,
+    boundary::BoundaryTable,
+    elf::ElfImage,
+    maps::{self, Memory},
+};
+
+/// NIF tables seen so far, per process.
+#[derive(Default)]
+pub struct NifResolver {
+    processes: HashMap<u32, Process>,
+    /// Dispatch-probe calls of VM-internal functions, not reported as NIFs.
+    pub vm_internal: u64,
+    /// Calls whose process was gone before its NIF could be named.
+    pub unresolved: u64,
+}
+
+#[derive(Default)]
+struct Process {
+    /// (library path in the target, load address) already read.
+    scanned: HashSet<(String, u64)>,
+    /// NIF address -> boundary id, or None for a VM-internal function.
+    known: HashMap<u64, Option<u32>>,
+}
+
+/// A NIF library found in a process.
+#[derive(Debug, Clone)]
+pub struct NifLibrary {
+    pub path: String,
+    pub functions: Vec<(u32, NifFunction)>,
+}
+
+impl NifResolver {
+    /// The boundary of the NIF at `address` in `pid`; None for VM-internal functions.
+    pub fn resolve(&mut self, pid: u32, address: u64, table: &mut BoundaryTable) -> Option<u32> {
+        if let Some(&known) = self.processes.get(&pid).and_then(|p| p.known.get(&address)) {
+            if known.is_none() {
+                self.vm_internal += 1;
+            }
+            return known;
+        }
+        let Ok(mappings) = maps::read(pid) else {
+            self.unresolved += 1;
+            return None;
+        };
+        let library = mappings
+            .iter()
+            .find(|m| m.contains(address))
+            .and_then(|m| m.path.clone());
+        if let Some(path) = library
+            && let Err(e) = self.scan_library(pid, &mappings, &path, table)
+        {
+            log::debug!("pid {pid}: {path}: {e}");
+        }
+        let process = self.processes.entry(pid).or_default();
+        let found = *process.known.entry(address).or_insert(None);
+        if found.is_none() {
+            self.vm_internal += 1;
+        }
+        found
+    }
+
+    /// Reads every NIF library `pid` has loaded now; returns those not seen before.
+    pub fn scan(
+        &mut self,
+        pid: u32,
+        table: &mut BoundaryTable,
+    ) -> Result<Vec<NifLibrary>, ProbeError> {
+        let mappings = maps::read(pid)?;
+        let mut paths: Vec<String> = mappings.iter().filter_map(|m| m.path.clone()).collect();
+        paths.dedup();
+        let mut found = Vec::new();
+        for path in paths {
+            match self.scan_library(pid, &mappings, &path, table) {
+                Ok(Some(library)) => found.push(library),
+                Ok(None) => {}
+                Err(e) => log::debug!("pid {pid}: {path}: {e}"),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Reads the NIF table of `path` in `pid`, once per load address.
+    fn scan_library(
+        &mut self,
+        pid: u32,
+        mappings: &[maps::Mapping],
+        path: &str,
+        table: &mut BoundaryTable,
+    ) -> Result<Option<NifLibrary>, ProbeError> {
+        let Some(base) = maps::load_base(mappings, path) else {
+            return Ok(None);
+        };
+        let process = self.processes.entry(pid).or_default();
+        if !process.scanned.insert((path.to_owned(), base)) {
+            return Ok(None);
+        }
+        // Only shared objects carry NIF tables we can name; the VM itself is skipped.
+        if !path.contains(".so") {
+            return Ok(None);
+        }
+        let host = maps::host_path(pid, path);
+        let image = ElfImage::read(&host)?;
+        let Some(entry_vaddr) = entry::entry_vaddr(&image) else {
+            return Ok(None);
+        };
+        let bias = base.wrapping_sub(image.load_vaddr());
+        let mem = Memory::open(pid)?;
+        let functions = entry::read(&mem, bias.wrapping_add(entry_vaddr))?;
+        let mut library = NifLibrary {
+            path: path.to_owned(),
+            functions: Vec::new(),
+        };
+        for function in functions {
+            let vaddr = function.address.wrapping_sub(bias);
+            let id = table.add_nif(&host, &function, vaddr, &image);
+            process.known.insert(function.address, Some(id));
+            library.functions.push((id, function));
+        }
+        log::debug!("pid {pid}: {} NIF(s) in {path}", library.functions.len());
+        Ok(Some(library))
+    }
+}

@@ -1,0 +1,217 @@
+//! NIF tracing during a recording: attaching the probes, naming the calls, and (in
+//! fallback mode) probing NIF libraries as the VM loads them.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+};
+use xlperf_common::{CallRecord, NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL};
+
+use super::{Dispatch, NifMode, Vm, resolve::NifResolver};
+use crate::probe::{
+    ProbeError,
+    boundary::BoundaryTable,
+    loader::{
+        self, NIF_CALL_ENTRY, NIF_CALL_EXIT, NIF_DIRTY_ENTRY, NIF_DIRTY_EXIT, NIF_FPTR_ENTRY,
+        NIF_FPTR_EXIT,
+    },
+};
+
+/// How the calls are caught, once decided.
+pub enum Mode {
+    Dispatch(Dispatch),
+    /// Probes on each NIF; the reason dispatch mode was not used, if it was not asked for.
+    Fptr {
+        reason: Option<String>,
+    },
+}
+
+pub struct NifTracing {
+    pub vm: PathBuf,
+    pub mode: Mode,
+    pub resolver: NifResolver,
+    /// Processes whose libraries are probed one by one (fallback mode).
+    fptr_targets: Vec<u32>,
+    /// (pid, boundary) pairs already probed in fallback mode.
+    probed: HashSet<(u32, u32)>,
+}
+
+impl NifTracing {
+    /// Decides the mode for the VM at `vm`; fails only when `mode` demands dispatch and the
+    /// VM does not allow it.
+    pub fn prepare(vm: &Path, mode: NifMode) -> Result<Self, ProbeError> {
+        let opened = Vm::open(vm)?;
+        let mode = match (mode, opened.dispatch) {
+            (NifMode::Auto | NifMode::Dispatch, Ok(dispatch)) => Mode::Dispatch(dispatch),
+            (NifMode::Dispatch, Err(why)) => {
+                return Err(ProbeError::NoDispatch {
+                    vm: vm.to_path_buf(),
+                    why,
+                });
+            }
+            (NifMode::Auto, Err(why)) => {
+                log::warn!("NIF dispatch probes unavailable ({why}); probing each NIF instead");
+                Mode::Fptr { reason: Some(why) }
+            }
+            (NifMode::Fptr, _) => Mode::Fptr { reason: None },
+        };
+        Ok(Self {
+            vm: vm.to_path_buf(),
+            mode,
+            resolver: NifResolver::default(),
+            fptr_targets: Vec::new(),
+            probed: HashSet::new(),
+        })
+    }
+
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Dispatch(_) => "dispatch",
+            Mode::Fptr { .. } => "fptr",
+        }
+    }
+
+    /// Attaches for one target: the dispatch pair, or a pair on each NIF `pid` has loaded.
+    /// Returns the number of probes attached.
+    pub fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        table: &mut BoundaryTable,
+        scope: UProbeScope,
+        pid: Option<u32>,
+    ) -> Result<usize, ProbeError> {
+        match &self.mode {
+            Mode::Dispatch(dispatch) => attach_dispatch(ebpf, &self.vm, dispatch, scope),
+            Mode::Fptr { .. } => {
+                let Some(pid) = pid else {
+                    return Err(ProbeError::VmNotFound {
+                        why: "--nif-mode fptr needs -p PID or a command to read NIF tables from"
+                            .into(),
+                    });
+                };
+                self.fptr_targets.push(pid);
+                self.attach_new_functions(ebpf, table, pid)
+            }
+        }
+    }
+
+    /// Fallback mode: probes NIF libraries loaded since the last call. Dispatch mode needs
+    /// nothing: its probes already see every library.
+    pub fn rescan(
+        &mut self,
+        ebpf: &mut Ebpf,
+        table: &mut BoundaryTable,
+    ) -> Result<usize, ProbeError> {
+        let mut attached = 0;
+        for pid in self.fptr_targets.clone() {
+            match self.attach_new_functions(ebpf, table, pid) {
+                Ok(n) => attached += n,
+                // The process exited: nothing more to probe in it.
+                Err(ProbeError::NoSuchProcess { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(attached)
+    }
+
+    fn attach_new_functions(
+        &mut self,
+        ebpf: &mut Ebpf,
+        table: &mut BoundaryTable,
+        pid: u32,
+    ) -> Result<usize, ProbeError> {
+        let libraries = self.resolver.scan(pid, table)?;
+        let Some(nonzero) = std::num::NonZeroU32::new(pid) else {
+            return Ok(0);
+        };
+        let ids: Vec<u32> = libraries
+            .iter()
+            .flat_map(|l| l.functions.iter().map(|(id, _)| *id))
+            .filter(|&id| self.probed.insert((pid, id)))
+            .collect();
+        let mut attached = 0;
+        // Return probes first, as for FFI functions (see attach.rs).
+        for program in [NIF_FPTR_EXIT, NIF_FPTR_ENTRY] {
+            let probe = loader::uprobe(ebpf, program)?;
+            for &id in &ids {
+                let Some(b) = table.get(id) else { continue };
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(b.attach_offset()),
+                    cookie: Some(u64::from(id)),
+                };
+                probe
+                    .attach(point, &b.library, UProbeScope::OneProcess(nonzero))
+                    .map_err(|source| ProbeError::Program {
+                        what: format!(
+                            "attaching {program} to NIF {} in {}",
+                            b.function,
+                            b.library.display()
+                        ),
+                        source,
+                    })?;
+                attached += 1;
+            }
+        }
+        if !ids.is_empty() {
+            log::info!("pid {pid}: probing {} new NIF function(s)", ids.len());
+        }
+        Ok(attached)
+    }
+
+    /// Names a record of the dispatch probes (its `target` is the NIF's address) by
+    /// rewriting its boundary. False means the call was not a user NIF: drop it.
+    pub fn name(&mut self, record: &mut CallRecord, table: &mut BoundaryTable) -> bool {
+        if record.boundary != NIF_DISPATCH_NORMAL && record.boundary != NIF_DISPATCH_DIRTY {
+            return true;
+        }
+        match self.resolver.resolve(record.pid, record.target, table) {
+            Some(id) => {
+                record.boundary = id;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn attach_dispatch(
+    ebpf: &mut Ebpf,
+    vm: &Path,
+    dispatch: &Dispatch,
+    scope: UProbeScope,
+) -> Result<usize, ProbeError> {
+    let dirty_cookie = u64::from(NIF_DISPATCH_DIRTY) | u64::from(dispatch.dirty_fp_offset) << 32;
+    let pairs = [
+        (
+            NIF_CALL_EXIT,
+            &dispatch.call_nif,
+            u64::from(NIF_DISPATCH_NORMAL),
+        ),
+        (NIF_DIRTY_EXIT, &dispatch.call_dirty_nif, dirty_cookie),
+        (
+            NIF_CALL_ENTRY,
+            &dispatch.call_nif,
+            u64::from(NIF_DISPATCH_NORMAL),
+        ),
+        (NIF_DIRTY_ENTRY, &dispatch.call_dirty_nif, dirty_cookie),
+    ];
+    for (program, site, cookie) in pairs {
+        let probe = loader::uprobe(ebpf, program)?;
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(site.attach_offset()),
+            cookie: Some(cookie),
+        };
+        probe
+            .attach(point, vm, scope)
+            .map_err(|source| ProbeError::Program {
+                what: format!("attaching {program} to {} in {}", site.symbol, vm.display()),
+                source,
+            })?;
+    }
+    Ok(pairs.len())
+}
