@@ -82,3 +82,62 @@ pub mod thread_kind {
         }
     }
 }
+
+/// NIFs of one library kept in a [`NifTableRecord`]; more are named from the running
+/// process instead (OTP's crypto has 64).
+pub const NIF_TABLE_MAX_FUNCS: usize = 96;
+/// Bytes kept of a NIF's name (NUL-terminated).
+pub const NIF_NAME_LEN: usize = 48;
+/// Bytes kept of a module name (NUL-terminated).
+pub const NIF_MODULE_LEN: usize = 64;
+/// Bytes kept of a NIF library's path (NUL-terminated).
+pub const NIF_PATH_LEN: usize = 256;
+
+/// One `ErlNifFunc`, as read when its library was loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NifFuncRecord {
+    pub fptr: u64,
+    pub arity: u32,
+    pub flags: u32,
+    pub name: [u8; NIF_NAME_LEN],
+}
+
+/// A NIF library's table, read in the VM the moment the library is loaded: the process
+/// may be gone by the time userspace sees its NIF calls (a short script), so the names
+/// travel with the event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NifTableRecord {
+    pub pid: u32,
+    /// `num_of_funcs` of the entry; only the first [`NIF_TABLE_MAX_FUNCS`] are in `funcs`.
+    pub count: u32,
+    /// Address of the `ErlNifEntry`.
+    pub entry: u64,
+    pub module: [u8; NIF_MODULE_LEN],
+    /// The file the VM opened (as the program named it); empty for NIFs built into the VM.
+    pub path: [u8; NIF_PATH_LEN],
+    pub funcs: [NifFuncRecord; NIF_TABLE_MAX_FUNCS],
+}
+
+/// A path being opened by the VM's NIF loader, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NifPath {
+    pub bytes: [u8; NIF_PATH_LEN],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::NifTableRecord;
+
+    // SAFETY: #[repr(C)], Copy, integers and byte arrays only, no implicit padding (the
+    // size assertions below pin the layout), so every bit pattern is valid.
+    unsafe impl aya::Pod for NifTableRecord {}
+}
+
+const _: () = assert!(core::mem::size_of::<NifFuncRecord>() == 16 + NIF_NAME_LEN);
+const _: () = assert!(
+    core::mem::size_of::<NifTableRecord>()
+        == 16 + NIF_MODULE_LEN + NIF_PATH_LEN + NIF_TABLE_MAX_FUNCS * (16 + NIF_NAME_LEN)
+);

@@ -12,11 +12,18 @@
 //! scheduler), because a long NIF only hurts on a normal scheduler.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_probe_read_user},
-    macros::{uprobe, uretprobe},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::{map, uprobe, uretprobe},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
-use xlperf_common::{NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, thread_kind};
+use xlperf_common::{
+    NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NIF_TABLE_MAX_FUNCS, NifPath, NifTableRecord,
+    thread_kind,
+};
 
 use crate::{ffi::cookie, stack};
 
@@ -71,5 +78,119 @@ fn thread() -> u32 {
     match bpf_get_current_comm() {
         Ok(comm) => thread_kind::classify(&comm),
         Err(_) => thread_kind::OTHER,
+    }
+}
+
+/// NIF library tables, one record per library the VM loads (rare: with wakeups).
+#[map]
+static NIF_TABLES: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// The path each thread's NIF loader is opening, until its `nif_init` returns.
+#[map]
+static NIF_LOAD_PATHS: LruHashMap<u32, NifPath> = LruHashMap::with_max_entries(1024, 0);
+
+/// Room to build a path: too big for the 512-byte BPF stack next to everything else.
+#[map]
+static NIF_SCRATCH: PerCpuArray<NifPath> = PerCpuArray::with_max_entries(1, 0);
+
+/// `erts_sys_ddll_open_noext(char *dlname, ...)`: the NIF library file being opened.
+#[uprobe]
+pub fn nif_open_entry(ctx: ProbeContext) -> u32 {
+    let path: u64 = ctx.arg(0).unwrap_or(0);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(scratch) = NIF_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: the per-CPU slot is valid for this program run and not shared.
+        let scratch = unsafe { &mut *scratch };
+        // SAFETY: reads user memory through the helper, which fails cleanly.
+        if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut scratch.bytes) }.is_err()
+        {
+            scratch.bytes[0] = 0;
+        }
+        let _ = NIF_LOAD_PATHS.insert(tid, *scratch, 0);
+    }
+    0
+}
+
+/// The `ErlNifEntry*` each thread's NIF loader got from `nif_init`, until it is done.
+#[map]
+static NIF_LOAD_ENTRIES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// `erts_sys_ddll_call_nif_init(void *function)` returns the library's `ErlNifEntry*`.
+/// Its names cannot be read yet: their pages may not be faulted in, and a uprobe cannot
+/// fault. Keep the pointer until the loader has read them.
+#[uretprobe]
+pub fn nif_init_exit(ctx: RetProbeContext) -> u32 {
+    let entry: u64 = ctx.ret();
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = NIF_LOAD_ENTRIES.insert(tid, entry, 0);
+    0
+}
+
+/// `erts_load_nif` returns: it has looked up every NIF by name, so the table's strings
+/// are in memory. Copy the table out while the process certainly exists.
+#[uretprobe]
+pub fn nif_loaded_exit(_ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: a valid map value pointer for this program run, read at once.
+    let Some(entry) = NIF_LOAD_ENTRIES.get_ptr(tid).map(|e| unsafe { *e }) else {
+        return 0;
+    };
+    if let Some(mut slot) = NIF_TABLES.reserve::<NifTableRecord>(0) {
+        // SAFETY: the reserved slot is ours until submit; every field written below is
+        // plain data, and userspace only reads `count` functions and NUL-ended strings.
+        let rec = unsafe { &mut *slot.as_mut_ptr() };
+        fill_table(rec, entry, (pid_tgid >> 32) as u32, tid);
+        slot.submit(0);
+    } else {
+        stack::bump(|c| &mut c.dropped);
+    }
+    let _ = NIF_LOAD_ENTRIES.remove(tid);
+    let _ = NIF_LOAD_PATHS.remove(tid);
+    0
+}
+
+fn fill_table(rec: &mut NifTableRecord, entry: u64, pid: u32, tid: u32) {
+    rec.pid = pid;
+    rec.entry = entry;
+    rec.count = 0;
+    rec.module[0] = 0;
+    rec.path[0] = 0;
+    if let Some(path) = NIF_LOAD_PATHS.get_ptr(tid) {
+        // SAFETY: a valid map value pointer for this program run.
+        rec.path = unsafe { (*path).bytes };
+    }
+    // ErlNifEntry: {int major, minor; char *name; int num_of_funcs; ErlNifFunc *funcs; ...}
+    // SAFETY: user memory is read through the helper only.
+    let Ok(head) = (unsafe { bpf_probe_read_user(entry as *const [u64; 4]) }) else {
+        return;
+    };
+    // SAFETY: as above.
+    if unsafe { bpf_probe_read_user_str_bytes(head[1] as *const u8, &mut rec.module) }.is_err() {
+        rec.module[0] = 0;
+    }
+    let count = head[2] as u32;
+    rec.count = count;
+    for i in 0..NIF_TABLE_MAX_FUNCS {
+        if i as u32 >= count {
+            break;
+        }
+        let Some(out) = rec.funcs.get_mut(i) else {
+            break;
+        };
+        // ErlNifFunc: {char *name; unsigned arity; fptr; unsigned flags}, 32 bytes.
+        // SAFETY: as above.
+        let Ok(f) = (unsafe { bpf_probe_read_user((head[3] + 32 * i as u64) as *const [u64; 4]) })
+        else {
+            out.fptr = 0;
+            continue;
+        };
+        out.fptr = f[2];
+        out.arity = f[1] as u32;
+        out.flags = f[3] as u32;
+        // SAFETY: as above.
+        if unsafe { bpf_probe_read_user_str_bytes(f[0] as *const u8, &mut out.name) }.is_err() {
+            out.name[0] = 0;
+        }
     }
 }

@@ -10,12 +10,18 @@ use aya::{
 use xlperf_common::CALIBRATION_BOUNDARY;
 
 use crate::{
+    cli::NifMode,
     event::ring,
     privileges,
     probe::{
+        beam::{
+            self,
+            tracing::{Mode, NifTracing},
+        },
+        boundary::BoundaryTable,
         calibrate,
         loader::{self, CALL_RECORDS},
-        tracefs,
+        target, tracefs,
     },
     report::table::human_ns,
 };
@@ -34,7 +40,7 @@ struct Line {
 }
 
 /// Runs every check, prints one line each, and returns whether uprobe tracing works.
-pub fn run(_pid: Option<u32>) -> bool {
+pub fn run(pid: Option<u32>) -> bool {
     let mut lines = vec![line(Verdict::Ok, "kernel", kernel_release())];
     let privileged = privileges::check();
     let root = privileged.is_ok();
@@ -106,6 +112,12 @@ pub fn run(_pid: Option<u32>) -> bool {
     } else {
         line(Verdict::Missing, "kprobes", "no kprobe PMU (kernel built without CONFIG_KPROBES); xlperf's FFI tracing uses uprobes and does not need them".into())
     });
+    let mut process_ok = true;
+    if let Some(pid) = pid {
+        let process = process_lines(pid);
+        process_ok = process.iter().all(|l| l.verdict != Verdict::Fail);
+        lines.extend(process);
+    }
     for l in &lines {
         let tag = match l.verdict {
             Verdict::Ok => "ok     ",
@@ -119,7 +131,86 @@ pub fn run(_pid: Option<u32>) -> bool {
     } else {
         println!("\nFFI boundary tracing does not work on this host (see the FAIL lines).");
     }
-    uprobe_ok
+    uprobe_ok && process_ok
+}
+
+/// What runs in `pid` and how xlperf would trace it.
+fn process_lines(pid: u32) -> Vec<Line> {
+    if let Err(e) = target::check_pid(pid) {
+        return vec![line(Verdict::Fail, "process", e.to_string())];
+    }
+    let mut lines = vec![line(
+        Verdict::Ok,
+        "process",
+        format!("pid {pid} ({})", target::comm(pid)),
+    )];
+    let vm = match beam::vm_of_pid(pid) {
+        Ok(Some(vm)) => vm,
+        Ok(None) => {
+            lines.push(line(
+                Verdict::Ok,
+                "runtime",
+                "none detected (not an Erlang/Elixir VM): trace its C-ABI functions with --ffi LIB[:GLOB]".into(),
+            ));
+            return lines;
+        }
+        Err(e) => {
+            lines.push(line(Verdict::Fail, "runtime", e.to_string()));
+            return lines;
+        }
+    };
+    lines.push(line(
+        Verdict::Ok,
+        "runtime",
+        format!("Erlang/Elixir VM {}", vm.display()),
+    ));
+    let mut tracing = match NifTracing::prepare(&vm, NifMode::Auto) {
+        Ok(t) => t,
+        Err(e) => {
+            lines.push(line(Verdict::Fail, "NIF tracing", e.to_string()));
+            return lines;
+        }
+    };
+    lines.push(match &tracing.mode {
+        Mode::Dispatch(d) => line(
+            Verdict::Ok,
+            "NIF tracing",
+            format!(
+                "dispatch mode: probes on {} and {} (NIF address at I+{:#x}) catch every NIF, including libraries loaded later",
+                beam::dispatch::CALL_NIF,
+                beam::dispatch::CALL_DIRTY_NIF,
+                d.dirty_fp_offset
+            ),
+        ),
+        Mode::Fptr { reason } => line(
+            Verdict::Missing,
+            "NIF tracing",
+            format!(
+                "fptr mode (fallback): {}; each NIF function gets its own probe pair",
+                reason.as_deref().unwrap_or("forced")
+            ),
+        ),
+    });
+    let mut table = BoundaryTable::default();
+    lines.push(match tracing.resolver.scan(pid, &mut table) {
+        Ok(libs) if libs.is_empty() => line(Verdict::Ok, "NIF libraries", "none loaded yet".into()),
+        Ok(libs) => line(
+            Verdict::Ok,
+            "NIF libraries",
+            libs.iter()
+                .map(|l| {
+                    format!(
+                        "{} ({} NIFs)",
+                        l.path.rsplit('/').next().unwrap_or(&l.path),
+                        l.functions.len()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Err(e) => line(Verdict::Fail, "NIF libraries", e.to_string()),
+    });
+    lines
 }
 
 fn line(verdict: Verdict, what: &'static str, why: String) -> Line {

@@ -219,7 +219,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             () = sleep_until(deadline) => true,
             () = all_exited(&exits) => true,
         };
-        records.drain(|r| collector.take(r));
+        collector.drain(&mut records);
         if stop {
             break;
         }
@@ -229,10 +229,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }
     }
     // Everything a finished target emitted is already in the ring buffer.
-    records.drain(|r| collector.take(r));
+    collector.drain(&mut records);
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
-    records.drain(|r| collector.take(r));
+    collector.drain(&mut records);
     let counters = counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
     drop(ebpf); // detaches every probe
     let Collector {
@@ -290,6 +290,22 @@ struct Collector {
 }
 
 impl Collector {
+    /// Takes in every record available now. NIF tables are read before and after the
+    /// calls: each library's table is emitted before any of its calls.
+    fn drain(&mut self, records: &mut CallRecords) {
+        let mut batch = Vec::new();
+        if let Some(nif) = self.nif.as_mut() {
+            nif.drain_tables(&mut self.table);
+        }
+        records.drain(|r| batch.push(r));
+        if let Some(nif) = self.nif.as_mut() {
+            nif.drain_tables(&mut self.table);
+        }
+        for record in batch {
+            self.take(record);
+        }
+    }
+
     fn take(&mut self, mut record: CallRecord) {
         if let Some(nif) = self.nif.as_mut()
             && !nif.name(&mut record, &mut self.table)

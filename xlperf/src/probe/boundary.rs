@@ -50,6 +50,8 @@ impl Boundary {
 pub struct BoundaryTable {
     boundaries: Vec<Boundary>,
     by_site: HashMap<(PathBuf, u64), u32>,
+    /// NIFs by (library, Erlang name): the same NIF in two processes is one boundary.
+    by_nif: HashMap<(PathBuf, String), u32>,
 }
 
 impl BoundaryTable {
@@ -134,20 +136,35 @@ impl BoundaryTable {
         vaddr: u64,
         image: &ElfImage,
     ) -> u32 {
-        let key = (library.to_path_buf(), vaddr);
-        if let Some(&id) = self.by_site.get(&key) {
-            return id;
-        }
         let file_offset = image.file_offset(vaddr).unwrap_or(0);
         let site = prologue::choose(image.bytes_at(file_offset, prologue::CODE_WINDOW));
-        let id = self.push(
-            library,
-            &nif.display_name(),
-            file_offset,
-            site,
-            Some(nif.clone()),
-        );
-        self.by_site.insert(key, id);
+        self.add_nif_at(library, nif, file_offset, site)
+    }
+
+    /// Adds a NIF known only from its table (reported by the VM's load hook): named, but
+    /// without a probe site, which only the dispatch probes (that need none) use.
+    pub fn add_loaded_nif(&mut self, library: &Path, nif: &NifFunction) -> u32 {
+        let site = ProbeSite {
+            offset: 0,
+            emulated: false,
+        };
+        self.add_nif_at(library, nif, 0, site)
+    }
+
+    fn add_nif_at(
+        &mut self,
+        library: &Path,
+        nif: &NifFunction,
+        file_offset: u64,
+        site: ProbeSite,
+    ) -> u32 {
+        let name = nif.display_name();
+        let key = (library.to_path_buf(), name.clone());
+        if let Some(&id) = self.by_nif.get(&key) {
+            return id;
+        }
+        let id = self.push(library, &name, file_offset, site, Some(nif.clone()));
+        self.by_nif.insert(key, id);
         id
     }
 

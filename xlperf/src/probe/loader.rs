@@ -18,6 +18,9 @@ pub const NIF_CALL_EXIT: &str = "nif_call_exit";
 pub const NIF_DIRTY_ENTRY: &str = "nif_dirty_entry";
 pub const NIF_DIRTY_EXIT: &str = "nif_dirty_exit";
 pub const NIF_FPTR_ENTRY: &str = "nif_fptr_entry";
+pub const NIF_OPEN_ENTRY: &str = "nif_open_entry";
+pub const NIF_INIT_EXIT: &str = "nif_init_exit";
+pub const NIF_LOADED_EXIT: &str = "nif_loaded_exit";
 pub const NIF_FPTR_EXIT: &str = "nif_fptr_exit";
 pub const EMPTY_ENTRY: &str = "empty_entry";
 pub const EMPTY_EXIT: &str = "empty_exit";
@@ -25,6 +28,7 @@ pub const EMPTY_EXIT: &str = "empty_exit";
 /// Map names.
 pub const CALL_RECORDS: &str = "CALL_RECORDS";
 pub const FFI_COUNTERS: &str = "FFI_COUNTERS";
+pub const NIF_TABLES: &str = "NIF_TABLES";
 
 /// Size of the call-record ring buffer unless the user asks otherwise.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;

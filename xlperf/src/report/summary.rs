@@ -137,9 +137,10 @@ pub fn boundaries(
                 function: boundary.function.clone(),
                 calls: stats.calls,
                 total_ns: stats.total_ns,
-                p50_ns: stats.quantile(0.50),
-                p90_ns: stats.quantile(0.90),
-                p99_ns: stats.quantile(0.99),
+                // The histogram reports a bucket's upper edge; never above the exact max.
+                p50_ns: stats.quantile(0.50).min(stats.max()),
+                p90_ns: stats.quantile(0.90).min(stats.max()),
+                p99_ns: stats.quantile(0.99).min(stats.max()),
                 max_ns: stats.max(),
                 depth_max: stats.depth_max,
                 probe_offset: boundary.site.offset,
@@ -178,7 +179,7 @@ fn nif_summary(
         long_calls: LongCalls {
             threshold_ns,
             count: normal.map_or(0, |n| n.long_calls),
-            normal_p99_ns: normal.map_or(0, |n| n.histogram.value_at_quantile(0.99)),
+            normal_p99_ns: normal.map_or(0, |n| n.histogram.value_at_quantile(0.99).min(n.max_ns)),
             normal_max_ns: normal.map_or(0, |n| n.max_ns),
         },
     }

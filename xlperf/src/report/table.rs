@@ -18,8 +18,73 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
+/// Long NIF calls on normal schedulers: the first thing an Erlang/Elixir engineer needs.
+fn long_nifs(summary: &Summary, out: &mut String) {
+    let long: Vec<_> = summary
+        .boundaries
+        .iter()
+        .filter_map(|b| Some((b, b.nif.as_ref()?)))
+        .filter(|(_, nif)| nif.long_calls.count > 0)
+        .collect();
+    let Some((_, first)) = long.first() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "LONG NIF CALLS on normal schedulers (over {}): each holds up every Erlang process queued on its scheduler",
+        human_ns(first.long_calls.threshold_ns)
+    );
+    let width = long
+        .iter()
+        .map(|(b, _)| b.function.len())
+        .max()
+        .unwrap_or(0);
+    for (b, nif) in &long {
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {} of {} normal-scheduler calls  p99 {}  max {}  (pid {} {})",
+            b.function,
+            nif.long_calls.count,
+            nif.scheduler.normal,
+            human_ns(nif.long_calls.normal_p99_ns),
+            human_ns(nif.long_calls.normal_max_ns),
+            b.pid,
+            b.comm,
+        );
+    }
+    out.push_str(
+        "  fix: make them dirty NIFs (ERL_NIF_DIRTY_JOB_CPU_BOUND / _IO_BOUND, Rustler schedule = \"DirtyCpu\"), yield with enif_schedule_nif, or split the work\n\n",
+    );
+}
+
+/// Where a NIF's calls ran: `normal`, `dirty-cpu`, `dirty-io`, `other` or `mixed`.
+fn scheduler_of(b: &super::BoundarySummary) -> String {
+    let Some(nif) = &b.nif else {
+        return "-".into();
+    };
+    let s = &nif.scheduler;
+    let kinds = [
+        (s.normal, "normal"),
+        (s.dirty_cpu, "dirty-cpu"),
+        (s.dirty_io, "dirty-io"),
+        (s.other, "other"),
+    ];
+    let used: Vec<&str> = kinds
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(_, k)| *k)
+        .collect();
+    match used.as_slice() {
+        [one] => (*one).to_owned(),
+        [] => "-".into(),
+        _ => "mixed".into(),
+    }
+}
+
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
+    long_nifs(summary, &mut out);
+    let any_nif = summary.boundaries.iter().any(|b| b.nif.is_some());
     let multi_pid = {
         let mut pids: Vec<u32> = summary.boundaries.iter().map(|b| b.pid).collect();
         pids.sort_unstable();
@@ -28,10 +93,11 @@ pub fn render(summary: &Summary) -> String {
     };
     let calls: u64 = summary.boundaries.iter().map(|b| b.calls).sum();
 
-    let mut rows: Vec<[String; 9]> = vec![[
+    let mut rows: Vec<[String; 10]> = vec![[
         "PID".into(),
         "LIBRARY".into(),
         "FUNCTION".into(),
+        "SCHEDULER".into(),
         "CALLS".into(),
         "TOTAL".into(),
         "P50".into(),
@@ -44,6 +110,7 @@ pub fn render(summary: &Summary) -> String {
             format!("{} {}", b.pid, b.comm),
             b.library.clone(),
             b.function.clone(),
+            scheduler_of(b),
             b.calls.to_string(),
             human_ns(b.total_ns),
             human_ns(b.p50_ns),
@@ -53,7 +120,7 @@ pub fn render(summary: &Summary) -> String {
         ]);
     }
     let skip = usize::from(!multi_pid);
-    let mut widths = [0usize; 9];
+    let mut widths = [0usize; 10];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -65,8 +132,11 @@ pub fn render(summary: &Summary) -> String {
         for row in &rows {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate().skip(skip) {
+                if i == 3 && !any_nif {
+                    continue;
+                }
                 let pad = widths[i].saturating_sub(cell.chars().count());
-                if i >= 3 {
+                if i >= 4 {
                     line.push_str(&" ".repeat(pad));
                     line.push_str(cell);
                 } else {

@@ -18,6 +18,12 @@ use crate::probe::{
 pub const CALL_NIF: &str = "beam_jit_call_nif";
 /// Calls every dirty NIF on dirty schedulers.
 pub const CALL_DIRTY_NIF: &str = "erts_call_dirty_nif";
+/// Opens a NIF library file (path with its extension) for `erlang:load_nif/2`.
+pub const DDLL_OPEN: &str = "erts_sys_ddll_open_noext";
+/// Calls a NIF library's `nif_init`, returning its `ErlNifEntry*`.
+pub const DDLL_CALL_NIF_INIT: &str = "erts_sys_ddll_call_nif_init";
+/// `erlang:load_nif/2`'s work: returns once every NIF has been looked up by name.
+pub const LOAD_NIF: &str = "erts_load_nif";
 
 /// Where a dispatch function's probes go.
 #[derive(Debug, Clone)]
@@ -41,6 +47,9 @@ pub struct Dispatch {
     pub call_dirty_nif: DispatchSite,
     /// Offset from the `I` argument of `erts_call_dirty_nif` of the dirty NIF's address.
     pub dirty_fp_offset: u32,
+    /// The NIF loader's open, init and load calls, to read each library's table as it
+    /// loads.
+    pub load_hooks: Option<[DispatchSite; 3]>,
 }
 
 /// Finds the dispatch functions in the VM; the error says why dispatch mode is not
@@ -67,10 +76,24 @@ pub fn find(beam: &ElfImage) -> Result<Dispatch, String> {
         file_offset: f.file_offset,
         site: prologue::choose(beam.code(f, prologue::CODE_WINDOW)),
     };
+    let load_hooks = match (
+        lookup(DDLL_OPEN),
+        lookup(DDLL_CALL_NIF_INIT),
+        lookup(LOAD_NIF),
+    ) {
+        (Ok(open), Ok(init), Ok(load)) => Some([site(open), site(init), site(load)]),
+        _ => {
+            log::warn!(
+                "{DDLL_OPEN}/{DDLL_CALL_NIF_INIT}/{LOAD_NIF} not found: NIFs of a library loaded and used by a process that exits within ~10 ms may go unnamed"
+            );
+            None
+        }
+    };
     Ok(Dispatch {
         call_nif: site(call_nif),
         call_dirty_nif: site(call_dirty_nif),
         dirty_fp_offset,
+        load_hooks,
     })
 }
 

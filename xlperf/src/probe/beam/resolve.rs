@@ -6,7 +6,12 @@
 //! move a dirty NIF to a dirty scheduler, and the finalizers that move it back): they are
 //! counted, not reported, so a dirty NIF shows up once, as itself.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+};
+
+use xlperf_common::{NIF_TABLE_MAX_FUNCS, NifTableRecord};
 
 use super::entry::{self, NifFunction};
 use crate::probe::{
@@ -58,6 +63,7 @@ impl NifResolver {
             .iter()
             .find(|m| m.contains(address))
             .and_then(|m| m.path.clone());
+        log::debug!("pid {pid}: new NIF address {address:#x} in {library:?}");
         if let Some(path) = library
             && let Err(e) = self.scan_library(pid, &mappings, &path, table)
         {
@@ -69,6 +75,41 @@ impl NifResolver {
             self.vm_internal += 1;
         }
         found
+    }
+
+    /// Registers the NIFs of a library table the VM's load hook copied out. NIFs built
+    /// into the VM (no library path) stay VM-internal, as they are when read from a
+    /// running process.
+    pub fn add_table(&mut self, record: &NifTableRecord, vm: &Path, table: &mut BoundaryTable) {
+        let pid = record.pid;
+        let path = c_str(&record.path);
+        let module = c_str(&record.module);
+        let count = (record.count as usize).min(NIF_TABLE_MAX_FUNCS);
+        if record.count as usize > NIF_TABLE_MAX_FUNCS {
+            log::debug!(
+                "pid {pid}: {path}: {} NIFs, the first {NIF_TABLE_MAX_FUNCS} taken from the load event",
+                record.count
+            );
+        }
+        let library = (!path.is_empty()).then(|| absolute(pid, &path));
+        let process = self.processes.entry(pid).or_default();
+        for f in record.funcs.iter().take(count) {
+            let id = library.as_ref().map(|library| {
+                let nif = NifFunction {
+                    module: module.clone(),
+                    name: c_str(&f.name),
+                    arity: f.arity,
+                    flags: f.flags,
+                    address: f.fptr,
+                };
+                table.add_loaded_nif(library, &nif)
+            });
+            process.known.insert(f.fptr, id);
+        }
+        log::debug!(
+            "pid {pid}: load hook: {count} NIF(s) of {module} in {}",
+            library.as_deref().unwrap_or(vm).display()
+        );
     }
 
     /// Reads every NIF library `pid` has loaded now; returns those not seen before.
@@ -131,4 +172,17 @@ impl NifResolver {
         log::debug!("pid {pid}: {} NIF(s) in {path}", library.functions.len());
         Ok(Some(library))
     }
+}
+
+fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A path the VM opened, made absolute against its working directory while it runs.
+fn absolute(pid: u32, path: &str) -> PathBuf {
+    if path.starts_with('/') {
+        return maps::host_path(pid, path);
+    }
+    std::fs::canonicalize(format!("/proc/{pid}/cwd/{path}")).unwrap_or_else(|_| PathBuf::from(path))
 }

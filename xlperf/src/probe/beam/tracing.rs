@@ -8,9 +8,10 @@ use std::{
 
 use aya::{
     Ebpf,
+    maps::{MapData, RingBuf},
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
 };
-use xlperf_common::{CallRecord, NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL};
+use xlperf_common::{CallRecord, NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NifTableRecord};
 
 use super::{Dispatch, NifMode, Vm, resolve::NifResolver};
 use crate::probe::{
@@ -18,7 +19,7 @@ use crate::probe::{
     boundary::BoundaryTable,
     loader::{
         self, NIF_CALL_ENTRY, NIF_CALL_EXIT, NIF_DIRTY_ENTRY, NIF_DIRTY_EXIT, NIF_FPTR_ENTRY,
-        NIF_FPTR_EXIT,
+        NIF_FPTR_EXIT, NIF_INIT_EXIT, NIF_LOADED_EXIT, NIF_OPEN_ENTRY, NIF_TABLES,
     },
 };
 
@@ -39,6 +40,8 @@ pub struct NifTracing {
     fptr_targets: Vec<u32>,
     /// (pid, boundary) pairs already probed in fallback mode.
     probed: HashSet<(u32, u32)>,
+    /// NIF tables the VM's load hook reports (dispatch mode).
+    tables: Option<RingBuf<MapData>>,
 }
 
 impl NifTracing {
@@ -66,6 +69,7 @@ impl NifTracing {
             resolver: NifResolver::default(),
             fptr_targets: Vec::new(),
             probed: HashSet::new(),
+            tables: None,
         })
     }
 
@@ -86,7 +90,18 @@ impl NifTracing {
         pid: Option<u32>,
     ) -> Result<usize, ProbeError> {
         match &self.mode {
-            Mode::Dispatch(dispatch) => attach_dispatch(ebpf, &self.vm, dispatch, scope),
+            Mode::Dispatch(dispatch) => {
+                if self.tables.is_none()
+                    && let Some(map) = ebpf.take_map(NIF_TABLES)
+                {
+                    self.tables =
+                        Some(RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+                            what: "opening the NIF table ring buffer".into(),
+                            source,
+                        })?);
+                }
+                attach_dispatch(ebpf, &self.vm, dispatch, scope)
+            }
             Mode::Fptr { .. } => {
                 let Some(pid) = pid else {
                     return Err(ProbeError::VmNotFound {
@@ -163,6 +178,24 @@ impl NifTracing {
         Ok(attached)
     }
 
+    /// Takes in the NIF tables of libraries loaded since the last call. Call it before and
+    /// after draining call records: a library's table is always emitted before its calls.
+    pub fn drain_tables(&mut self, table: &mut BoundaryTable) {
+        let Some(ring) = self.tables.as_mut() else {
+            return;
+        };
+        while let Some(item) = ring.next() {
+            if item.len() != std::mem::size_of::<NifTableRecord>() {
+                log::warn!("ignoring a NIF table event of {} bytes", item.len());
+                continue;
+            }
+            // SAFETY: the item is exactly one NifTableRecord, a Pod type, written by the
+            // kernel side; read_unaligned copes with any alignment of the ring's bytes.
+            let record: NifTableRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            self.resolver.add_table(&record, &self.vm, table);
+        }
+    }
+
     /// Names a record of the dispatch probes (its `target` is the NIF's address) by
     /// rewriting its boundary. False means the call was not a user NIF: drop it.
     pub fn name(&mut self, record: &mut CallRecord, table: &mut BoundaryTable) -> bool {
@@ -213,5 +246,25 @@ fn attach_dispatch(
                 source,
             })?;
     }
-    Ok(pairs.len())
+    let mut attached = pairs.len();
+    if let Some([open, init, load]) = &dispatch.load_hooks {
+        for (program, site) in [
+            (NIF_OPEN_ENTRY, open),
+            (NIF_INIT_EXIT, init),
+            (NIF_LOADED_EXIT, load),
+        ] {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(site.attach_offset()),
+                cookie: None,
+            };
+            loader::uprobe(ebpf, program)?
+                .attach(point, vm, scope)
+                .map_err(|source| ProbeError::Program {
+                    what: format!("attaching {program} to {} in {}", site.symbol, vm.display()),
+                    source,
+                })?;
+            attached += 1;
+        }
+    }
+    Ok(attached)
 }
