@@ -115,6 +115,14 @@ fn bpf_linker() -> anyhow::Result<()> {
     )
 }
 
+/// Whether a Debian package is installed (false where dpkg is missing).
+fn deb_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
 /// The compilers and tracers the tests, demo and bench use.
 pub fn test_toolchains() -> anyhow::Result<()> {
     let mut apt = Vec::new();
@@ -125,6 +133,23 @@ pub fn test_toolchains() -> anyhow::Result<()> {
         ("python3", "python3"),
     ] {
         if which(program).is_err() {
+            apt.push(package);
+        }
+    }
+    // Erlang/OTP with its NIF headers and OTP's own crypto NIF, and Elixir: the NIF tests
+    // trace them. Checked by package, as headers and NIF libraries are not programs.
+    for (program, package) in [
+        ("erl", "erlang-base"),
+        ("erlc", "erlang-dev"),
+        ("erl", "erlang-crypto"),
+        ("elixir", "elixir"),
+    ] {
+        let missing = if which("dpkg-query").is_ok() {
+            !deb_installed(package)
+        } else {
+            which(program).is_err()
+        };
+        if missing && !apt.contains(&package) {
             apt.push(package);
         }
     }

@@ -136,7 +136,8 @@ fn dirty_fp_offset(code: &[u8]) -> Option<u32> {
         // What this instruction establishes, before its writes clear older facts.
         let mut holds = None;
         let mut load = None;
-        if instr.code() == Code::Mov_r64_rm64 {
+        let is_mov = matches!(instr.code(), Code::Mov_r64_rm64 | Code::Mov_rm64_r64);
+        if is_mov && instr.op0_kind() == OpKind::Register {
             let dst = instr.op0_register();
             match instr.op1_kind() {
                 OpKind::Register if holds_i.contains(&instr.op1_register()) => holds = Some(dst),

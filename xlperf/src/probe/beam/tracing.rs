@@ -25,7 +25,7 @@ use crate::probe::{
 
 /// How the calls are caught, once decided.
 pub enum Mode {
-    Dispatch(Dispatch),
+    Dispatch(Box<Dispatch>),
     /// Probes on each NIF; the reason dispatch mode was not used, if it was not asked for.
     Fptr {
         reason: Option<String>,
@@ -50,7 +50,7 @@ impl NifTracing {
     pub fn prepare(vm: &Path, mode: NifMode) -> Result<Self, ProbeError> {
         let opened = Vm::open(vm)?;
         let mode = match (mode, opened.dispatch) {
-            (NifMode::Auto | NifMode::Dispatch, Ok(dispatch)) => Mode::Dispatch(dispatch),
+            (NifMode::Auto | NifMode::Dispatch, Ok(dispatch)) => Mode::Dispatch(Box::new(dispatch)),
             (NifMode::Dispatch, Err(why)) => {
                 return Err(ProbeError::NoDispatch {
                     vm: vm.to_path_buf(),
