@@ -127,6 +127,15 @@ pub struct NifPath {
     pub bytes: [u8; NIF_PATH_LEN],
 }
 
+/// The library one `erlang:load_nif/2` is loading: its entry and the path it was opened
+/// from, kept per thread until the loader returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NifPending {
+    pub entry: u64,
+    pub path: NifPath,
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::NifTableRecord;

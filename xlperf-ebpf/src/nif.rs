@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use xlperf_common::{
-    NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NIF_TABLE_MAX_FUNCS, NifPath, NifTableRecord,
-    thread_kind,
+    NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NIF_TABLE_MAX_FUNCS, NifPath, NifPending,
+    NifTableRecord, thread_kind,
 };
 
 use crate::{ffi::cookie, stack};
@@ -111,18 +111,48 @@ pub fn nif_open_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The `ErlNifEntry*` each thread's NIF loader got from `nif_init`, until it is done.
+/// The library each thread's `erlang:load_nif/2` is loading, until it returns.
 #[map]
-static NIF_LOAD_ENTRIES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+static NIF_PENDING: LruHashMap<u32, NifPending> = LruHashMap::with_max_entries(1024, 0);
+
+/// Room to build a pending load, as for paths.
+#[map]
+static NIF_PENDING_SCRATCH: PerCpuArray<NifPending> = PerCpuArray::with_max_entries(1, 0);
+
+/// `erts_load_nif` starts: forget whatever an earlier init left (the VM's built-in NIFs
+/// are initialised at boot without it).
+#[uprobe]
+pub fn nif_load_entry(_ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = NIF_PENDING.remove(tid);
+    0
+}
 
 /// `erts_sys_ddll_call_nif_init(void *function)` returns the library's `ErlNifEntry*`.
-/// Its names cannot be read yet: their pages may not be faulted in, and a uprobe cannot
-/// fault. Keep the pointer until the loader has read them.
+/// Only the first init of a load counts: a library's own load callback may open more
+/// libraries (OTP's crypto opens crypto_callback.so) through the same functions. The
+/// table's names cannot be read yet (their pages may not be faulted in, and a uprobe
+/// cannot fault), so keep the pointer until the loader has read them.
 #[uretprobe]
 pub fn nif_init_exit(ctx: RetProbeContext) -> u32 {
     let entry: u64 = ctx.ret();
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = NIF_LOAD_ENTRIES.insert(tid, entry, 0);
+    if NIF_PENDING.get_ptr(tid).is_some() {
+        return 0;
+    }
+    let Some(scratch) = NIF_PENDING_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the per-CPU slot is valid for this program run and not shared.
+    let pending = unsafe { &mut *scratch };
+    pending.entry = entry;
+    match NIF_LOAD_PATHS.get_ptr(tid) {
+        // SAFETY: a valid map value pointer for this program run.
+        Some(path) => pending.path = unsafe { *path },
+        None => pending.path.bytes[0] = 0,
+    }
+    // BPF_NOEXIST: the first init of this load wins.
+    let _ = NIF_PENDING.insert(tid, *pending, 1);
     0
 }
 
@@ -132,34 +162,31 @@ pub fn nif_init_exit(ctx: RetProbeContext) -> u32 {
 pub fn nif_loaded_exit(_ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // SAFETY: a valid map value pointer for this program run, read at once.
-    let Some(entry) = NIF_LOAD_ENTRIES.get_ptr(tid).map(|e| unsafe { *e }) else {
+    let Some(pending) = NIF_PENDING.get_ptr(tid) else {
         return 0;
     };
     if let Some(mut slot) = NIF_TABLES.reserve::<NifTableRecord>(0) {
         // SAFETY: the reserved slot is ours until submit; every field written below is
         // plain data, and userspace only reads `count` functions and NUL-ended strings.
         let rec = unsafe { &mut *slot.as_mut_ptr() };
-        fill_table(rec, entry, (pid_tgid >> 32) as u32, tid);
+        // SAFETY: a valid map value pointer for this program run.
+        let pending = unsafe { &*pending };
+        rec.path = pending.path.bytes;
+        fill_table(rec, pending.entry, (pid_tgid >> 32) as u32);
         slot.submit(0);
     } else {
         stack::bump(|c| &mut c.dropped);
     }
-    let _ = NIF_LOAD_ENTRIES.remove(tid);
+    let _ = NIF_PENDING.remove(tid);
     let _ = NIF_LOAD_PATHS.remove(tid);
     0
 }
 
-fn fill_table(rec: &mut NifTableRecord, entry: u64, pid: u32, tid: u32) {
+fn fill_table(rec: &mut NifTableRecord, entry: u64, pid: u32) {
     rec.pid = pid;
     rec.entry = entry;
     rec.count = 0;
     rec.module[0] = 0;
-    rec.path[0] = 0;
-    if let Some(path) = NIF_LOAD_PATHS.get_ptr(tid) {
-        // SAFETY: a valid map value pointer for this program run.
-        rec.path = unsafe { (*path).bytes };
-    }
     // ErlNifEntry: {int major, minor; char *name; int num_of_funcs; ErlNifFunc *funcs; ...}
     // SAFETY: user memory is read through the helper only.
     let Ok(head) = (unsafe { bpf_probe_read_user(entry as *const [u64; 4]) }) else {

@@ -259,7 +259,15 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
         dropped: counters.dropped,
         probe_cost_ns: cost.per_call_ns,
-        boundaries: summary::boundaries(&aggregator, &table, comm),
+        boundaries: summary::boundaries(
+            &aggregator,
+            &table,
+            comm,
+            nif.as_ref().and_then(|n| match &n.mode {
+                beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
+                beam::tracing::Mode::Fptr { .. } => None,
+            }),
+        ),
         target_exit_status,
         depth_overflow: counters.depth_overflow,
         unmatched_returns: counters.unmatched_return,

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the main job on a bundled polyglot workload. A Python program
-//! drives a C library through ctypes, and a C program uses the same library; xlperf
-//! records both and prints where the time went at each boundary.
+//! drives a C library through ctypes, a C program uses the same library, and an Erlang VM
+//! calls OTP's crypto NIFs; xlperf records each and prints where the time went at each
+//! boundary.
 
 use std::process::Command;
 
@@ -55,6 +56,17 @@ pub fn run() -> anyhow::Result<()> {
     .arg(&batch);
     cmd::run(&mut c)?;
 
+    println!(
+        "\n=== 3. An Erlang VM calling OTP's crypto NIFs: no probe flag, names from crypto.so's own NIF table ===\n"
+    );
+    let mut erl = Command::new(&xlperf);
+    erl.args(["record", "--", "erl", "-noshell", "-eval"]).arg(
+        "[crypto:hash(sha256, crypto:strong_rand_bytes(4096)) || _ <- lists:seq(1, 2000)], \
+         crypto:pbkdf2_hmac(sha256, <<\"secret\">>, <<\"salt\">>, 100000, 32), \
+         halt().",
+    );
+    cmd::run(&mut erl)?;
+
     let x = xlperf.display();
     println!(
         "
@@ -62,9 +74,13 @@ How to read it: one row per function that crossed the boundary, sorted by TOTAL,
 inclusive wall time of all its calls; P50..MAX are per-call latencies. thumb_resize does
 the CPU work; thumb_flush makes few calls, each one long (it waits, it does not compute);
 thumb_encode's time includes the thumb_checksum it calls, which also has its own row.
+In the Erlang run, LONG NIF CALLS lists NIFs that held a normal scheduler for over 1 ms:
+on OTP 25, pbkdf2_hmac_nif runs its whole key derivation there.
 
 Try next:
   sudo {x} check                                  what works on this host
+  sudo {x} record -p $(pgrep -n beam.smp) -d 10s  every NIF call of a running Erlang/Elixir VM
+  sudo {x} list -p $(pgrep -n beam.smp)           its NIF libraries and functions
   sudo {x} record -p PID --ffi 'libssl.so.3:SSL_*' -d 10s   a running process, by library name
   sudo {x} record --json --ffi 'libz.so.1:deflate*' -- python3 -c 'import zlib; zlib.compress(b\"x\" * 9999)'
   sudo {x} record --help                          every option, with examples

@@ -21,6 +21,7 @@ pub const NIF_FPTR_ENTRY: &str = "nif_fptr_entry";
 pub const NIF_OPEN_ENTRY: &str = "nif_open_entry";
 pub const NIF_INIT_EXIT: &str = "nif_init_exit";
 pub const NIF_LOADED_EXIT: &str = "nif_loaded_exit";
+pub const NIF_LOAD_ENTRY: &str = "nif_load_entry";
 pub const NIF_FPTR_EXIT: &str = "nif_fptr_exit";
 pub const EMPTY_ENTRY: &str = "empty_entry";
 pub const EMPTY_EXIT: &str = "empty_exit";

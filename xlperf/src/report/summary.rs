@@ -8,7 +8,7 @@ use xlperf_common::thread_kind;
 
 use crate::{
     metrics::calls::{CallAggregator, CallStats},
-    probe::boundary::BoundaryTable,
+    probe::{boundary::BoundaryTable, prologue::ProbeSite},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -119,16 +119,23 @@ pub struct LongCalls {
 }
 
 /// Builds the per-boundary rows; `comm` names each pid.
+/// `nif_site`: where the NIF dispatch probes sit, when they (not a probe on each NIF)
+/// caught the NIF calls.
 pub fn boundaries(
     aggregator: &CallAggregator,
     table: &BoundaryTable,
     comm: impl Fn(u32) -> String,
+    nif_site: Option<ProbeSite>,
 ) -> Vec<BoundarySummary> {
     aggregator
         .by_total_time()
         .into_iter()
         .filter_map(|(pid, id, stats)| {
             let boundary = table.get(id)?;
+            let site = match (&boundary.nif, nif_site) {
+                (Some(_), Some(dispatch)) => dispatch,
+                _ => boundary.site,
+            };
             Some(BoundarySummary {
                 pid,
                 comm: comm(pid),
@@ -143,8 +150,8 @@ pub fn boundaries(
                 p99_ns: stats.quantile(0.99).min(stats.max()),
                 max_ns: stats.max(),
                 depth_max: stats.depth_max,
-                probe_offset: boundary.site.offset,
-                probe_emulated: boundary.site.emulated,
+                probe_offset: site.offset,
+                probe_emulated: site.emulated,
                 runtime: if boundary.nif.is_some() {
                     "beam"
                 } else {

@@ -19,7 +19,7 @@ use crate::probe::{
     boundary::BoundaryTable,
     loader::{
         self, NIF_CALL_ENTRY, NIF_CALL_EXIT, NIF_DIRTY_ENTRY, NIF_DIRTY_EXIT, NIF_FPTR_ENTRY,
-        NIF_FPTR_EXIT, NIF_INIT_EXIT, NIF_LOADED_EXIT, NIF_OPEN_ENTRY, NIF_TABLES,
+        NIF_FPTR_EXIT, NIF_INIT_EXIT, NIF_LOAD_ENTRY, NIF_LOADED_EXIT, NIF_OPEN_ENTRY, NIF_TABLES,
     },
 };
 
@@ -248,10 +248,12 @@ fn attach_dispatch(
     }
     let mut attached = pairs.len();
     if let Some([open, init, load]) = &dispatch.load_hooks {
+        // The exit first, as for call probes: a load in flight must not be emitted half-seen.
         for (program, site) in [
+            (NIF_LOADED_EXIT, load),
             (NIF_OPEN_ENTRY, open),
             (NIF_INIT_EXIT, init),
-            (NIF_LOADED_EXIT, load),
+            (NIF_LOAD_ENTRY, load),
         ] {
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(site.attach_offset()),
