@@ -124,8 +124,10 @@ impl NifResolver {
         let mut found = Vec::new();
         for path in paths {
             match self.scan_library(pid, &mappings, &path, table) {
-                Ok(Some(library)) => found.push(library),
-                Ok(None) => {}
+                // A library with `nif_init` and no NIFs (OTP's crypto_callback.so) is a
+                // helper loaded through the NIF loader, not a NIF library.
+                Ok(Some(library)) if !library.functions.is_empty() => found.push(library),
+                Ok(_) => {}
                 Err(e) => log::debug!("pid {pid}: {path}: {e}"),
             }
         }
