@@ -70,26 +70,13 @@ fn file_name(path: &Path) -> &str {
 }
 
 fn from_maps(pid: u32, name: &str) -> Result<Option<PathBuf>, ProbeError> {
-    let path = format!("/proc/{pid}/maps");
-    let maps = fs::read_to_string(&path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ProbeError::NoSuchProcess { pid }
-        } else {
-            ProbeError::Read {
-                path: path.into(),
-                source,
-            }
-        }
-    })?;
-    let mapped = maps
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .filter(|path| path.starts_with('/'))
-        .map(Path::new);
-    let found = mapped
-        .filter(|path| name_matches(file_name(path), name))
-        .map(Path::to_path_buf)
-        .next();
+    let mappings = super::maps::read(pid)?;
+    let found = mappings
+        .iter()
+        .filter_map(|m| m.path.as_deref())
+        .map(Path::new)
+        .find(|path| name_matches(file_name(path), name))
+        .map(Path::to_path_buf);
     Ok(found.map(|path| in_mount_namespace_of(pid, &path)))
 }
 
