@@ -154,6 +154,7 @@ fn watch(
             *calls.entry(r.boundary).or_default() += 1;
         }
     });
+    drop(std::mem::take(&mut nif.links));
     drop(ebpf);
     Ok(calls)
 }

@@ -10,6 +10,7 @@
 %%       xl_nif:add(1, 2) Adds times, xl_nif:sleep_ms(SleepMs) Sleeps times (normal
 %%       scheduler), xl_nif:dirty_sleep_ms(DirtyMs) Dirty times (dirty CPU scheduler),
 %%       xl_nif:io_sleep_ms(DirtyMs) Io times (dirty I/O scheduler); needs XL_NIF_SO
+%%   files N                               file:read_file("/proc/self/stat") N times
 %%   rustler Adds Heavy HeavyMs
 %%       'Elixir.XlRnif':add(1, 2) Adds times, 'Elixir.XlRnif':heavy(HeavyMs) Heavy
 %%       times (dirty CPU scheduler); needs XL_RNIF_SO
@@ -67,6 +68,8 @@ mode(["rustler", Adds, Heavy, HeavyMs]) ->
         repeat(fun() -> Ms = 'Elixir.XlRnif':heavy(Ms) end, int(Heavy)),
         {sum, Sum}
     end};
+mode(["files", N]) ->
+    {file, fun() -> {files, read_files(int(N), 0)} end};
 mode(Other) ->
     erlang:error({usage, Other,
                   "[preload] [nowait] crypto N | nif Adds Sleeps SleepMs Dirty DirtyMs Io"
@@ -85,6 +88,12 @@ wait_go() ->
         Line when is_list(Line) -> true;
         Other -> erlang:error({no_go_line, Other})
     end.
+
+%% prim_file:read_file_nif/1, a NIF built into the VM, once per read.
+read_files(0, Done) -> Done;
+read_files(N, Done) ->
+    {ok, _} = file:read_file("/proc/self/stat"),
+    read_files(N - 1, Done + 1).
 
 hashes(0, Done) -> Done;
 hashes(N, Done) ->

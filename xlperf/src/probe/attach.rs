@@ -10,7 +10,8 @@ use aya::{
 use super::{
     ProbeError,
     boundary::BoundaryTable,
-    loader::{self, FFI_ENTRY, FFI_EXIT},
+    links::Links,
+    loader::{FFI_ENTRY, FFI_EXIT},
 };
 
 /// Which processes a set of boundaries is traced in.
@@ -45,10 +46,10 @@ pub fn attach_ffi(
     ebpf: &mut Ebpf,
     table: &BoundaryTable,
     attachments: &[Attachment],
+    links: &mut Links,
 ) -> Result<usize, ProbeError> {
-    let mut attached = 0;
+    let before = links.len();
     for program in [FFI_EXIT, FFI_ENTRY] {
-        let probe = loader::uprobe(ebpf, program)?;
         for attachment in attachments {
             for &id in &attachment.boundaries {
                 let Some(boundary) = table.get(id) else {
@@ -58,20 +59,23 @@ pub fn attach_ffi(
                     location: UProbeAttachLocation::AbsoluteOffset(boundary.attach_offset()),
                     cookie: Some(u64::from(id)),
                 };
-                probe
-                    .attach(point, &boundary.library, attachment.scope)
-                    .map_err(|source| ProbeError::Program {
-                        what: format!(
-                            "attaching {program} to {}:{} (offset {:#x})",
+                links.attach(
+                    ebpf,
+                    program,
+                    point,
+                    &boundary.library,
+                    attachment.scope,
+                    || {
+                        format!(
+                            "{}:{} (offset {:#x})",
                             boundary.library.display(),
                             boundary.function,
                             boundary.attach_offset()
-                        ),
-                        source,
-                    })?;
-                attached += 1;
+                        )
+                    },
+                )?;
             }
         }
     }
-    Ok(attached)
+    Ok(links.len() - before)
 }

@@ -64,6 +64,11 @@ impl BoundaryTable {
         self.boundaries.len()
     }
 
+    /// Boundaries named with --ffi (not NIFs).
+    pub fn ffi_len(&self) -> usize {
+        self.boundaries.iter().filter(|b| b.nif.is_none()).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.boundaries.is_empty()
     }

@@ -56,6 +56,37 @@ impl ElfImage {
             .unwrap_or_default()
     }
 
+    /// Link-time addresses of every copy of `needle` in the loaded part of the file.
+    pub fn find_bytes(&self, needle: &[u8]) -> Vec<u64> {
+        if needle.is_empty() {
+            return Vec::new();
+        }
+        self.data
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .filter_map(|(offset, _)| {
+                let offset = offset as u64;
+                self.segments.iter().find_map(|&(addr, start, size)| {
+                    (offset >= start && offset - start < size).then(|| addr + offset - start)
+                })
+            })
+            .collect()
+    }
+
+    /// Writable loaded segments, as (link-time address, bytes backed by the file).
+    pub fn writable_segments(&self) -> Vec<(u64, u64)> {
+        let Ok(file) = object::File::parse(&*self.data) else {
+            return Vec::new();
+        };
+        file.segments()
+            .filter(
+                |s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 2 != 0),
+            )
+            .map(|s| (s.address(), s.file_range().1))
+            .collect()
+    }
+
     /// The function named `name` (any of its aliases).
     pub fn function(&self, name: &str) -> Option<&Function> {
         self.functions

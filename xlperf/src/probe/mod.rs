@@ -6,6 +6,7 @@ pub mod boundary;
 pub mod calibrate;
 pub mod elf;
 pub mod library;
+pub mod links;
 pub mod loader;
 pub mod maps;
 pub mod prologue;

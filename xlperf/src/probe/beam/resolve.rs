@@ -4,7 +4,8 @@
 //! after the recording started (`erlang:load_nif/2`, `-on_load`) are named like the rest.
 //! Addresses that belong to no NIF table are the VM's own trampolines (the stubs that
 //! move a dirty NIF to a dirty scheduler, and the finalizers that move it back): they are
-//! counted, not reported, so a dirty NIF shows up once, as itself.
+//! counted, not reported, so a dirty NIF shows up once, as itself. NIFs built into the VM
+//! (`prim_file`, `prim_socket`…) are named from the VM's own data.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -112,6 +113,63 @@ impl NifResolver {
         );
     }
 
+    /// The NIFs built into the VM (`prim_file`, `prim_socket`, `erl_tracer`…): their
+    /// init functions are not exported, so their entries are found in the VM's data by
+    /// the one field every entry shares, `vm_variant` pointing at `"beam.vanilla"`.
+    fn scan_vm(
+        &mut self,
+        pid: u32,
+        base: u64,
+        host: &Path,
+        image: &ElfImage,
+        path: &str,
+        table: &mut BoundaryTable,
+    ) -> Result<Option<NifLibrary>, ProbeError> {
+        const VM_VARIANT_OFFSET: u64 = 64;
+        let bias = base.wrapping_sub(image.load_vaddr());
+        let variants: Vec<u64> = image
+            .find_bytes(b"beam.vanilla\0")
+            .into_iter()
+            .map(|v| v.wrapping_add(bias))
+            .collect();
+        if variants.is_empty() {
+            return Ok(None);
+        }
+        let mem = Memory::open(pid)?;
+        let process = self.processes.entry(pid).or_default();
+        let mut library = NifLibrary {
+            path: path.to_owned(),
+            functions: Vec::new(),
+        };
+        for (vaddr, size) in image.writable_segments() {
+            let start = vaddr.wrapping_add(bias);
+            let mut data = vec![0u8; usize::try_from(size).unwrap_or(0)];
+            mem.read(start, &mut data)?;
+            for (i, word) in data.chunks_exact(8).enumerate() {
+                let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+                let at = start + 8 * i as u64;
+                if !variants.contains(&value) || at < start + VM_VARIANT_OFFSET {
+                    continue;
+                }
+                // Anything else pointing at the string is not an entry: read() checks.
+                let Ok(functions) = entry::read(&mem, at - VM_VARIANT_OFFSET) else {
+                    continue;
+                };
+                for function in functions {
+                    let vaddr = function.address.wrapping_sub(bias);
+                    let id = table.add_nif(host, &function, vaddr, image);
+                    process.known.insert(function.address, Some(id));
+                    library.functions.push((id, function));
+                }
+            }
+        }
+        log::debug!(
+            "pid {pid}: {} NIF(s) built into {path}",
+            library.functions.len()
+        );
+        Ok(Some(library))
+    }
+
     /// Reads every NIF library `pid` has loaded now; returns those not seen before.
     pub fn scan(
         &mut self,
@@ -149,12 +207,18 @@ impl NifResolver {
         if !process.scanned.insert((path.to_owned(), base)) {
             return Ok(None);
         }
-        // Only shared objects carry NIF tables we can name; the VM itself is skipped.
-        if !path.contains(".so") {
+        let host = maps::host_path(pid, path);
+        let is_vm = std::path::Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(super::is_vm_name);
+        if !is_vm && !path.contains(".so") {
             return Ok(None);
         }
-        let host = maps::host_path(pid, path);
         let image = ElfImage::read(&host)?;
+        if is_vm {
+            return self.scan_vm(pid, base, &host, &image, path, table);
+        }
         let Some(entry_vaddr) = entry::entry_vaddr(&image) else {
             return Ok(None);
         };

@@ -17,8 +17,9 @@ use super::{Dispatch, NifMode, Vm, resolve::NifResolver};
 use crate::probe::{
     ProbeError,
     boundary::BoundaryTable,
+    links::Links,
     loader::{
-        self, NIF_CALL_ENTRY, NIF_CALL_EXIT, NIF_DIRTY_ENTRY, NIF_DIRTY_EXIT, NIF_FPTR_ENTRY,
+        NIF_CALL_ENTRY, NIF_CALL_EXIT, NIF_DIRTY_ENTRY, NIF_DIRTY_EXIT, NIF_FPTR_ENTRY,
         NIF_FPTR_EXIT, NIF_INIT_EXIT, NIF_LOAD_ENTRY, NIF_LOADED_EXIT, NIF_OPEN_ENTRY, NIF_TABLES,
     },
 };
@@ -42,6 +43,8 @@ pub struct NifTracing {
     probed: HashSet<(u32, u32)>,
     /// NIF tables the VM's load hook reports (dispatch mode).
     tables: Option<RingBuf<MapData>>,
+    /// The NIF probes; dropping them (or this) detaches them.
+    pub links: Links,
 }
 
 impl NifTracing {
@@ -70,6 +73,7 @@ impl NifTracing {
             fptr_targets: Vec::new(),
             probed: HashSet::new(),
             tables: None,
+            links: Links::default(),
         })
     }
 
@@ -100,7 +104,16 @@ impl NifTracing {
                             source,
                         })?);
                 }
-                attach_dispatch(ebpf, &self.vm, dispatch, scope)
+                let attached = attach_dispatch(ebpf, &self.vm, dispatch, scope, &mut self.links)?;
+                // Name what is loaded already while the process surely exists: a VM
+                // that exits right after its calls cannot be read afterwards.
+                if let Some(pid) = pid
+                    && super::vm_of_pid(pid).ok().flatten().is_some()
+                    && let Err(e) = self.resolver.scan(pid, table)
+                {
+                    log::warn!("pid {pid}: reading its NIF tables: {e}");
+                }
+                Ok(attached)
             }
             Mode::Fptr { .. } => {
                 let Some(pid) = pid else {
@@ -144,34 +157,37 @@ impl NifTracing {
         let Some(nonzero) = std::num::NonZeroU32::new(pid) else {
             return Ok(0);
         };
+        // Not the VM's built-in NIFs: over a hundred probes on the VM itself take the
+        // kernel tens of seconds to install (measured: 27 s for 112 on 6.18), and these
+        // NIFs belong to OTP, not to the libraries fallback mode is for.
         let ids: Vec<u32> = libraries
             .iter()
+            .filter(|l| {
+                !std::path::Path::new(&l.path)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(super::is_vm_name)
+            })
             .flat_map(|l| l.functions.iter().map(|(id, _)| *id))
             .filter(|&id| self.probed.insert((pid, id)))
             .collect();
-        let mut attached = 0;
+        let before = self.links.len();
         // Return probes first, as for FFI functions (see attach.rs).
         for program in [NIF_FPTR_EXIT, NIF_FPTR_ENTRY] {
-            let probe = loader::uprobe(ebpf, program)?;
             for &id in &ids {
                 let Some(b) = table.get(id) else { continue };
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(b.attach_offset()),
                     cookie: Some(u64::from(id)),
                 };
-                probe
-                    .attach(point, &b.library, UProbeScope::OneProcess(nonzero))
-                    .map_err(|source| ProbeError::Program {
-                        what: format!(
-                            "attaching {program} to NIF {} in {}",
-                            b.function,
-                            b.library.display()
-                        ),
-                        source,
+                let scope = UProbeScope::OneProcess(nonzero);
+                self.links
+                    .attach(ebpf, program, point, &b.library, scope, || {
+                        format!("NIF {} in {}", b.function, b.library.display())
                     })?;
-                attached += 1;
             }
         }
+        let attached = self.links.len() - before;
         if !ids.is_empty() {
             log::info!("pid {pid}: probing {} new NIF function(s)", ids.len());
         }
@@ -217,56 +233,38 @@ fn attach_dispatch(
     vm: &Path,
     dispatch: &Dispatch,
     scope: UProbeScope,
+    links: &mut Links,
 ) -> Result<usize, ProbeError> {
+    let before = links.len();
     let dirty_cookie = u64::from(NIF_DISPATCH_DIRTY) | u64::from(dispatch.dirty_fp_offset) << 32;
-    let pairs = [
+    let normal_cookie = u64::from(NIF_DISPATCH_NORMAL);
+    let mut probes = vec![
+        (NIF_CALL_EXIT, &dispatch.call_nif, Some(normal_cookie)),
+        (NIF_DIRTY_EXIT, &dispatch.call_dirty_nif, Some(dirty_cookie)),
+        (NIF_CALL_ENTRY, &dispatch.call_nif, Some(normal_cookie)),
         (
-            NIF_CALL_EXIT,
-            &dispatch.call_nif,
-            u64::from(NIF_DISPATCH_NORMAL),
+            NIF_DIRTY_ENTRY,
+            &dispatch.call_dirty_nif,
+            Some(dirty_cookie),
         ),
-        (NIF_DIRTY_EXIT, &dispatch.call_dirty_nif, dirty_cookie),
-        (
-            NIF_CALL_ENTRY,
-            &dispatch.call_nif,
-            u64::from(NIF_DISPATCH_NORMAL),
-        ),
-        (NIF_DIRTY_ENTRY, &dispatch.call_dirty_nif, dirty_cookie),
     ];
-    for (program, site, cookie) in pairs {
-        let probe = loader::uprobe(ebpf, program)?;
-        let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(site.attach_offset()),
-            cookie: Some(cookie),
-        };
-        probe
-            .attach(point, vm, scope)
-            .map_err(|source| ProbeError::Program {
-                what: format!("attaching {program} to {} in {}", site.symbol, vm.display()),
-                source,
-            })?;
-    }
-    let mut attached = pairs.len();
     if let Some([open, init, load]) = &dispatch.load_hooks {
         // The exit first, as for call probes: a load in flight must not be emitted half-seen.
-        for (program, site) in [
-            (NIF_LOADED_EXIT, load),
-            (NIF_OPEN_ENTRY, open),
-            (NIF_INIT_EXIT, init),
-            (NIF_LOAD_ENTRY, load),
-        ] {
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(site.attach_offset()),
-                cookie: None,
-            };
-            loader::uprobe(ebpf, program)?
-                .attach(point, vm, scope)
-                .map_err(|source| ProbeError::Program {
-                    what: format!("attaching {program} to {} in {}", site.symbol, vm.display()),
-                    source,
-                })?;
-            attached += 1;
-        }
+        probes.extend([
+            (NIF_LOADED_EXIT, load, None),
+            (NIF_OPEN_ENTRY, open, None),
+            (NIF_INIT_EXIT, init, None),
+            (NIF_LOAD_ENTRY, load, None),
+        ]);
     }
-    Ok(attached)
+    for (program, site, cookie) in probes {
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(site.attach_offset()),
+            cookie,
+        };
+        links.attach(ebpf, program, point, vm, scope, || {
+            format!("{} in {}", site.symbol, vm.display())
+        })?;
+    }
+    Ok(links.len() - before)
 }
