@@ -183,10 +183,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         child.release().context("starting the command")?;
     }
     let what = match &nif {
-        Some(n) if table.is_empty() => format!("the NIFs ({} mode)", n.mode_name()),
+        Some(n) if table.ffi_len() == 0 => format!("the NIFs ({} mode)", n.mode_name()),
         Some(n) => format!(
             "{} function(s) and the NIFs ({} mode)",
-            table.len(),
+            table.ffi_len(),
             n.mode_name()
         ),
         None => format!("{} function(s)", table.len()),
