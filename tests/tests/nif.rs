@@ -353,3 +353,15 @@ fn nifs_built_into_the_vm_are_named() {
         (321, 0, 0, 321)
     );
 }
+
+#[test]
+fn fallback_mode_with_all_processes_is_one_clear_error() {
+    let out = Command::new(xlperf_bin())
+        .args(["record", "--all", "--nif", "--nif-mode", "fptr", "-d", "1s"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("needs -p PID or a command"), "{err}");
+}

@@ -109,6 +109,13 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         Some(vm) => Some(NifTracing::prepare(vm, args.nif_mode)?),
         None => None,
     };
+    if matches!(targets, Targets::All)
+        && nif
+            .as_ref()
+            .is_some_and(|n| matches!(n.mode, beam::tracing::Mode::Fptr { .. }))
+    {
+        return Err(ProbeError::FptrNeedsProcess.into());
+    }
     if table.len() > args.max_functions {
         return Err(ProbeError::TooManyFunctions {
             count: table.len(),

@@ -83,6 +83,10 @@ pub enum ProbeError {
         "NIF dispatch probes are not possible in {vm}: {why}; use --nif-mode fptr to probe each NIF instead"
     )]
     NoDispatch { vm: PathBuf, why: String },
+    #[error(
+        "--nif-mode fptr reads each VM's NIF tables, so it needs -p PID or a command, not --all; use the default dispatch mode with --all"
+    )]
+    FptrNeedsProcess,
     #[error("{what}")]
     Program {
         what: String,

@@ -95,9 +95,42 @@ pub fn vm_for_program(program: &Path) -> Result<PathBuf, ProbeError> {
         .map(|e| e.path().join("bin/beam.smp"))
         .filter(|p| p.is_file())
         .collect();
-    // Several ERTS versions: the newest is what `erl` starts.
-    candidates.sort();
+    // Several ERTS versions: the newest is what `erl` starts (erts-13.1.5 > erts-9.3).
+    candidates.sort_by_key(|p| erts_version(p));
     candidates
         .pop()
         .ok_or_else(|| not_found(&format!("no erts-*/bin/beam.smp under {}", root.display())))
+}
+
+/// The version numbers of an `erts-X.Y.Z/bin/beam.smp` path, for ordering.
+fn erts_version(beam: &Path) -> Vec<u32> {
+    beam.ancestors()
+        .filter_map(|a| a.file_name()?.to_str()?.strip_prefix("erts-"))
+        .flat_map(|v| v.split('.').map(|n| n.parse().unwrap_or(0)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erts_versions_order_numerically() {
+        let mut dirs = [
+            PathBuf::from("/usr/lib/erlang/erts-13.1.5/bin/beam.smp"),
+            PathBuf::from("/usr/lib/erlang/erts-9.3/bin/beam.smp"),
+            PathBuf::from("/usr/lib/erlang/erts-13.10/bin/beam.smp"),
+        ];
+        dirs.sort_by_key(|p| erts_version(p));
+        assert!(dirs[0].to_string_lossy().contains("erts-9.3"));
+        assert!(dirs[2].to_string_lossy().contains("erts-13.10"));
+    }
+
+    #[test]
+    fn vm_names_and_launchers() {
+        assert!(is_vm_name("beam.smp") && is_vm_name("beam.debug.smp"));
+        assert!(!is_vm_name("beam") && !is_vm_name("erl"));
+        assert!(is_launcher(Path::new("/usr/bin/elixir")) && is_launcher(Path::new("mix")));
+        assert!(!is_launcher(Path::new("/usr/bin/python3")));
+    }
 }

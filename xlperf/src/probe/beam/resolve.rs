@@ -56,9 +56,14 @@ impl NifResolver {
             }
             return known;
         }
-        let Ok(mappings) = maps::read(pid) else {
-            self.unresolved += 1;
-            return None;
+        // A process that has exited reads as no maps (a zombie) or none at all: the call
+        // cannot be named now, and must not be remembered as VM-internal.
+        let mappings = match maps::read(pid) {
+            Ok(m) if !m.is_empty() => m,
+            _ => {
+                self.unresolved += 1;
+                return None;
+            }
         };
         let library = mappings
             .iter()

@@ -117,10 +117,7 @@ impl NifTracing {
             }
             Mode::Fptr { .. } => {
                 let Some(pid) = pid else {
-                    return Err(ProbeError::VmNotFound {
-                        why: "--nif-mode fptr needs -p PID or a command to read NIF tables from"
-                            .into(),
-                    });
+                    return Err(ProbeError::FptrNeedsProcess);
                 };
                 self.fptr_targets.push(pid);
                 self.attach_new_functions(ebpf, table, pid)
