@@ -38,6 +38,8 @@ struct Process {
     scanned: HashSet<(String, u64)>,
     /// NIF address -> boundary id, or None for a VM-internal function.
     known: HashMap<u64, Option<u32>>,
+    /// The maps last read while the process was alive.
+    mappings: Vec<maps::Mapping>,
 }
 
 /// A NIF library found in a process.
@@ -56,24 +58,33 @@ impl NifResolver {
             }
             return known;
         }
-        // A process that has exited reads as no maps (a zombie) or none at all: the call
-        // cannot be named now, and must not be remembered as VM-internal.
-        let mappings = match maps::read(pid) {
-            Ok(m) if !m.is_empty() => m,
+        // A process that has exited reads as no maps (a zombie) or none at all. Its last
+        // maps still tell which file an address was in: an address in a file already
+        // read (the VM's trampolines, say) is VM-internal; anything else cannot be named.
+        let fresh = maps::read(pid).ok().filter(|m| !m.is_empty());
+        let process = self.processes.entry(pid).or_default();
+        let alive = fresh.is_some();
+        if let Some(fresh) = fresh {
+            process.mappings = fresh;
+        }
+        let mappings = process.mappings.clone();
+        let place = mappings.iter().find(|m| m.contains(address)).and_then(|m| {
+            let path = m.path.clone()?;
+            Some((maps::load_base(&mappings, &path)?, path))
+        });
+        log::debug!("pid {pid}: new NIF address {address:#x} in {place:?} (alive: {alive})");
+        match (&place, alive) {
+            (Some((_, path)), true) => {
+                if let Err(e) = self.scan_library(pid, &mappings, path, table) {
+                    log::debug!("pid {pid}: {path}: {e}");
+                }
+            }
+            (Some((base, path)), false) if process.scanned.contains(&(path.clone(), *base)) => {}
+            (None, true) => {}
             _ => {
                 self.unresolved += 1;
                 return None;
             }
-        };
-        let library = mappings
-            .iter()
-            .find(|m| m.contains(address))
-            .and_then(|m| m.path.clone());
-        log::debug!("pid {pid}: new NIF address {address:#x} in {library:?}");
-        if let Some(path) = library
-            && let Err(e) = self.scan_library(pid, &mappings, &path, table)
-        {
-            log::debug!("pid {pid}: {path}: {e}");
         }
         let process = self.processes.entry(pid).or_default();
         let found = *process.known.entry(address).or_insert(None);
