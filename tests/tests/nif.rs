@@ -369,3 +369,19 @@ fn fallback_mode_with_all_processes_is_one_clear_error() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("needs -p PID or a command"), "{err}");
 }
+
+/// `--all --nif`: every BEAM of the installation, counted per process.
+#[test]
+fn all_beams_are_traced_and_counted_apart() {
+    let mut a = WaitingBeam::erl(&["preload", "crypto", "42"]);
+    let mut b = WaitingBeam::erl(&["preload", "crypto", "17"]);
+    let (xlperf, _) = spawn_attached(&["record", "--json", "--all", "--nif", "-d", "4s"]);
+    a.go();
+    b.go();
+    let summary = finish_json(xlperf);
+    for (driver, n) in [(&a, 42), (&b, 17)] {
+        let r = row(&summary, "crypto:hash_nif/2", Some(driver.pid()))
+            .unwrap_or_else(|| panic!("no row for pid {}: {summary:#}", driver.pid()));
+        assert_eq!(r["calls"], n, "{r:#}");
+    }
+}

@@ -100,12 +100,6 @@ impl Memory {
             })
     }
 
-    pub fn u64(&self, addr: u64) -> Result<u64, ProbeError> {
-        let mut b = [0u8; 8];
-        self.read(addr, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
     /// A NUL-terminated string of at most `max` bytes.
     pub fn c_string(&self, addr: u64, max: usize) -> Result<String, ProbeError> {
         let mut out = Vec::new();
@@ -160,6 +154,9 @@ mod tests {
             "xlperf"
         );
         let value: u64 = 0x1122_3344_5566_7788;
-        assert_eq!(mem.u64(&raw const value as u64).expect("u64"), value);
+        let mut bytes = [0u8; 8];
+        mem.read(&raw const value as u64, &mut bytes)
+            .expect("read u64");
+        assert_eq!(u64::from_le_bytes(bytes), value);
     }
 }

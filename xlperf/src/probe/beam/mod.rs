@@ -60,6 +60,18 @@ pub fn vm_of_pid(pid: u32) -> Result<Option<PathBuf>, ProbeError> {
         .map(|p| maps::host_path(pid, p)))
 }
 
+/// Processes running the VM at `vm` now.
+pub fn running(vm: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == vm))
+        .collect()
+}
+
 /// Whether a command (its program's file name) starts a BEAM.
 pub fn is_launcher(program: &Path) -> bool {
     program

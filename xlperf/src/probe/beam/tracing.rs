@@ -107,11 +107,15 @@ impl NifTracing {
                 let attached = attach_dispatch(ebpf, &self.vm, dispatch, scope, &mut self.links)?;
                 // Name what is loaded already while the process surely exists: a VM
                 // that exits right after its calls cannot be read afterwards.
-                if let Some(pid) = pid
-                    && super::vm_of_pid(pid).ok().flatten().is_some()
-                    && let Err(e) = self.resolver.scan(pid, table)
-                {
-                    log::warn!("pid {pid}: reading its NIF tables: {e}");
+                let running = match pid {
+                    Some(pid) if super::vm_of_pid(pid).ok().flatten().is_some() => vec![pid],
+                    Some(_) => Vec::new(),
+                    None => super::running(&self.vm),
+                };
+                for pid in running {
+                    if let Err(e) = self.resolver.scan(pid, table) {
+                        log::warn!("pid {pid}: reading its NIF tables: {e}");
+                    }
                 }
                 Ok(attached)
             }
