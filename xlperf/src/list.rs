@@ -138,22 +138,19 @@ fn watch(
     nif.attach(&mut ebpf, table, scope, Some(pid))?;
     let mut calls: HashMap<u32, u64> = HashMap::new();
     let end = Instant::now() + duration;
+    let mut batch = Vec::new();
     loop {
-        ring::drain(&mut ring, |mut r| {
-            if nif.name(&mut r, table) {
-                *calls.entry(r.boundary).or_default() += 1;
-            }
-        });
-        if Instant::now() >= end {
+        let done = Instant::now() >= end;
+        ring::drain(&mut ring, |r| batch.push(r));
+        nif.name_batch(&mut batch, table);
+        for r in batch.drain(..) {
+            *calls.entry(r.boundary).or_default() += 1;
+        }
+        if done {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10).min(end - Instant::now()));
     }
-    ring::drain(&mut ring, |mut r| {
-        if nif.name(&mut r, table) {
-            *calls.entry(r.boundary).or_default() += 1;
-        }
-    });
     drop(std::mem::take(&mut nif.links));
     drop(ebpf);
     Ok(calls)

@@ -16,7 +16,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
-use xlperf_common::{CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallRecord, Counters};
+use xlperf_common::{CALIBRATION_BOUNDARY, COUNTERS_SLOT, Counters};
 
 use crate::{
     cli::{FfiSpec, RecordArgs},
@@ -312,32 +312,19 @@ struct Collector {
 }
 
 impl Collector {
-    /// Takes in every record available now. NIF tables are read before and after the
-    /// calls: each library's table is emitted before any of its calls.
+    /// Takes in every record available now.
     fn drain(&mut self, records: &mut CallRecords) {
         let mut batch = Vec::new();
-        if let Some(nif) = self.nif.as_mut() {
-            nif.drain_tables(&mut self.table);
-        }
         records.drain(|r| batch.push(r));
         if let Some(nif) = self.nif.as_mut() {
-            nif.drain_tables(&mut self.table);
+            nif.name_batch(&mut batch, &mut self.table);
         }
         for record in batch {
-            self.take(record);
+            self.comms
+                .entry(record.pid)
+                .or_insert_with(|| target::comm(record.pid));
+            self.aggregator.record(&record);
         }
-    }
-
-    fn take(&mut self, mut record: CallRecord) {
-        if let Some(nif) = self.nif.as_mut()
-            && !nif.name(&mut record, &mut self.table)
-        {
-            return;
-        }
-        self.comms
-            .entry(record.pid)
-            .or_insert_with(|| target::comm(record.pid));
-        self.aggregator.record(&record);
     }
 
     fn rescan(&mut self, ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {

@@ -46,6 +46,8 @@ struct Process {
 #[derive(Debug, Clone)]
 pub struct NifLibrary {
     pub path: String,
+    /// The VM's own NIFs (`prim_file`…), not a loaded library.
+    pub builtin: bool,
     pub functions: Vec<(u32, NifFunction)>,
 }
 
@@ -129,63 +131,6 @@ impl NifResolver {
         );
     }
 
-    /// The NIFs built into the VM (`prim_file`, `prim_socket`, `erl_tracer`…): their
-    /// init functions are not exported, so their entries are found in the VM's data by
-    /// the one field every entry shares, `vm_variant` pointing at `"beam.vanilla"`.
-    fn scan_vm(
-        &mut self,
-        pid: u32,
-        base: u64,
-        host: &Path,
-        image: &ElfImage,
-        path: &str,
-        table: &mut BoundaryTable,
-    ) -> Result<Option<NifLibrary>, ProbeError> {
-        const VM_VARIANT_OFFSET: u64 = 64;
-        let bias = base.wrapping_sub(image.load_vaddr());
-        let variants: Vec<u64> = image
-            .find_bytes(b"beam.vanilla\0")
-            .into_iter()
-            .map(|v| v.wrapping_add(bias))
-            .collect();
-        if variants.is_empty() {
-            return Ok(None);
-        }
-        let mem = Memory::open(pid)?;
-        let process = self.processes.entry(pid).or_default();
-        let mut library = NifLibrary {
-            path: path.to_owned(),
-            functions: Vec::new(),
-        };
-        for (vaddr, size) in image.writable_segments() {
-            let start = vaddr.wrapping_add(bias);
-            let mut data = vec![0u8; usize::try_from(size).unwrap_or(0)];
-            mem.read(start, &mut data)?;
-            for (i, word) in data.chunks_exact(8).enumerate() {
-                let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                let at = start + 8 * i as u64;
-                if !variants.contains(&value) || at < start + VM_VARIANT_OFFSET {
-                    continue;
-                }
-                // Anything else pointing at the string is not an entry: read() checks.
-                let Ok(functions) = entry::read(&mem, at - VM_VARIANT_OFFSET) else {
-                    continue;
-                };
-                for function in functions {
-                    let vaddr = function.address.wrapping_sub(bias);
-                    let id = table.add_nif(host, &function, vaddr, image);
-                    process.known.insert(function.address, Some(id));
-                    library.functions.push((id, function));
-                }
-            }
-        }
-        log::debug!(
-            "pid {pid}: {} NIF(s) built into {path}",
-            library.functions.len()
-        );
-        Ok(Some(library))
-    }
-
     /// Reads every NIF library `pid` has loaded now; returns those not seen before.
     pub fn scan(
         &mut self,
@@ -232,28 +177,72 @@ impl NifResolver {
             return Ok(None);
         }
         let image = ElfImage::read(&host)?;
-        if is_vm {
-            return self.scan_vm(pid, base, &host, &image, path, table);
-        }
-        let Some(entry_vaddr) = entry::entry_vaddr(&image) else {
-            return Ok(None);
-        };
         let bias = base.wrapping_sub(image.load_vaddr());
         let mem = Memory::open(pid)?;
-        let functions = entry::read(&mem, bias.wrapping_add(entry_vaddr))?;
+        // A library's own `nif_init` names its one entry; the VM's built-in NIFs have no
+        // exported init, and their entries are found in its data instead.
+        let entries = if is_vm {
+            builtin_entries(&mem, &image, bias)?
+        } else {
+            entry::entry_vaddr(&image)
+                .map(|v| bias.wrapping_add(v))
+                .into_iter()
+                .collect()
+        };
+        if entries.is_empty() {
+            return Ok(None);
+        }
         let mut library = NifLibrary {
             path: path.to_owned(),
+            builtin: is_vm,
             functions: Vec::new(),
         };
-        for function in functions {
-            let vaddr = function.address.wrapping_sub(bias);
-            let id = table.add_nif(&host, &function, vaddr, &image);
-            process.known.insert(function.address, Some(id));
-            library.functions.push((id, function));
+        for addr in entries {
+            let functions = match entry::read(&mem, addr) {
+                Ok(functions) => functions,
+                // The VM's candidates are only words pointing at the right string.
+                Err(_) if is_vm => continue,
+                Err(e) => return Err(e),
+            };
+            for function in functions {
+                let vaddr = function.address.wrapping_sub(bias);
+                let id = table.add_nif(&host, &function, vaddr, &image);
+                process.known.insert(function.address, Some(id));
+                library.functions.push((id, function));
+            }
         }
         log::debug!("pid {pid}: {} NIF(s) in {path}", library.functions.len());
         Ok(Some(library))
     }
+}
+
+/// Where the VM's built-in NIF entries may be: every word of its initialised data that
+/// points at `"beam.vanilla"`, the `vm_variant` field all entries share, less that
+/// field's offset. `entry::read` tells real entries from other uses of the string.
+fn builtin_entries(mem: &Memory, image: &ElfImage, bias: u64) -> Result<Vec<u64>, ProbeError> {
+    const VM_VARIANT_OFFSET: u64 = 64;
+    let variants: Vec<u64> = image
+        .find_bytes(b"beam.vanilla\0")
+        .into_iter()
+        .map(|v| v.wrapping_add(bias))
+        .collect();
+    let mut entries = Vec::new();
+    if variants.is_empty() {
+        return Ok(entries);
+    }
+    for (vaddr, size) in image.writable_segments() {
+        let start = vaddr.wrapping_add(bias);
+        let mut data = vec![0u8; usize::try_from(size).unwrap_or(0)];
+        mem.read(start, &mut data)?;
+        for (i, word) in data.chunks_exact(8).enumerate() {
+            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            let at = start + 8 * i as u64;
+            if variants.contains(&value) && at >= start + VM_VARIANT_OFFSET {
+                entries.push(at - VM_VARIANT_OFFSET);
+            }
+        }
+    }
+    Ok(entries)
 }
 
 fn c_str(bytes: &[u8]) -> String {

@@ -163,12 +163,7 @@ impl NifTracing {
         // NIFs belong to OTP, not to the libraries fallback mode is for.
         let ids: Vec<u32> = libraries
             .iter()
-            .filter(|l| {
-                !std::path::Path::new(&l.path)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(super::is_vm_name)
-            })
+            .filter(|l| !l.builtin)
             .flat_map(|l| l.functions.iter().map(|(id, _)| *id))
             .filter(|&id| self.probed.insert((pid, id)))
             .collect();
@@ -195,9 +190,17 @@ impl NifTracing {
         Ok(attached)
     }
 
-    /// Takes in the NIF tables of libraries loaded since the last call. Call it before and
-    /// after draining call records: a library's table is always emitted before its calls.
-    pub fn drain_tables(&mut self, table: &mut BoundaryTable) {
+    /// Names a batch of call records just drained from the ring buffer, and drops the
+    /// calls that were not user NIFs. The NIF tables are read after the calls were: a
+    /// library's table is emitted before any of its calls, so every table the batch
+    /// needs is in by now.
+    pub fn name_batch(&mut self, batch: &mut Vec<CallRecord>, table: &mut BoundaryTable) {
+        self.drain_tables(table);
+        batch.retain_mut(|record| self.name(record, table));
+    }
+
+    /// Takes in the NIF tables of libraries loaded since the last call.
+    fn drain_tables(&mut self, table: &mut BoundaryTable) {
         let Some(ring) = self.tables.as_mut() else {
             return;
         };
@@ -215,7 +218,7 @@ impl NifTracing {
 
     /// Names a record of the dispatch probes (its `target` is the NIF's address) by
     /// rewriting its boundary. False means the call was not a user NIF: drop it.
-    pub fn name(&mut self, record: &mut CallRecord, table: &mut BoundaryTable) -> bool {
+    fn name(&mut self, record: &mut CallRecord, table: &mut BoundaryTable) -> bool {
         if record.boundary != NIF_DISPATCH_NORMAL && record.boundary != NIF_DISPATCH_DIRTY {
             return true;
         }
