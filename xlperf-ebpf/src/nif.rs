@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use xlperf_common::{
-    NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NIF_TABLE_MAX_FUNCS, NifPath, NifPending,
-    NifTableRecord, thread_kind,
+    NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NIF_TABLE_MAX_FUNCS, NifPending, NifTableRecord,
+    thread_kind,
 };
 
 use crate::{ffi::cookie, stack};
@@ -85,74 +85,67 @@ fn thread() -> u32 {
 #[map]
 static NIF_TABLES: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// The path each thread's NIF loader is opening, until its `nif_init` returns.
+/// The library each thread's `erlang:load_nif/2` is loading, from `erts_load_nif`'s
+/// entry to its return.
 #[map]
-static NIF_LOAD_PATHS: LruHashMap<u32, NifPath> = LruHashMap::with_max_entries(1024, 0);
+static NIF_PENDING: LruHashMap<u32, NifPending> = LruHashMap::with_max_entries(1024, 0);
 
-/// Room to build a path: too big for the 512-byte BPF stack next to everything else.
+/// Room to build an empty pending load: too big for the 512-byte BPF stack.
 #[map]
-static NIF_SCRATCH: PerCpuArray<NifPath> = PerCpuArray::with_max_entries(1, 0);
+static NIF_PENDING_SCRATCH: PerCpuArray<NifPending> = PerCpuArray::with_max_entries(1, 0);
+
+/// `erts_load_nif` starts a load. Inits outside a load (the VM's built-in NIFs, at boot)
+/// find no pending load and are ignored.
+#[uprobe]
+pub fn nif_load_entry(_ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(scratch) = NIF_PENDING_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: the per-CPU slot is valid for this program run and not shared.
+        let pending = unsafe { &mut *scratch };
+        pending.entry = 0;
+        pending.path.bytes[0] = 0;
+        let _ = NIF_PENDING.insert(tid, *pending, 0);
+    }
+    0
+}
 
 /// `erts_sys_ddll_open_noext(char *dlname, ...)`: the NIF library file being opened.
+/// Only the first open of a load counts: a library's own load callback may open more
+/// libraries (OTP's crypto opens crypto_callback.so) through the same functions.
 #[uprobe]
 pub fn nif_open_entry(ctx: ProbeContext) -> u32 {
     let path: u64 = ctx.arg(0).unwrap_or(0);
     let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(scratch) = NIF_SCRATCH.get_ptr_mut(0) {
-        // SAFETY: the per-CPU slot is valid for this program run and not shared.
-        let scratch = unsafe { &mut *scratch };
-        // SAFETY: reads user memory through the helper, which fails cleanly.
-        if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut scratch.bytes) }.is_err()
+    if let Some(pending) = NIF_PENDING.get_ptr_mut(tid) {
+        // SAFETY: a valid map value pointer for this program run; only this thread
+        // uses its own entry.
+        let pending = unsafe { &mut *pending };
+        if pending.path.bytes[0] == 0
+            // SAFETY: reads user memory through the helper, which fails cleanly.
+            && unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut pending.path.bytes) }
+                .is_err()
         {
-            scratch.bytes[0] = 0;
+            pending.path.bytes[0] = 0;
         }
-        let _ = NIF_LOAD_PATHS.insert(tid, *scratch, 0);
     }
     0
 }
 
-/// The library each thread's `erlang:load_nif/2` is loading, until it returns.
-#[map]
-static NIF_PENDING: LruHashMap<u32, NifPending> = LruHashMap::with_max_entries(1024, 0);
-
-/// Room to build a pending load, as for paths.
-#[map]
-static NIF_PENDING_SCRATCH: PerCpuArray<NifPending> = PerCpuArray::with_max_entries(1, 0);
-
-/// `erts_load_nif` starts: forget whatever an earlier init left (the VM's built-in NIFs
-/// are initialised at boot without it).
-#[uprobe]
-pub fn nif_load_entry(_ctx: ProbeContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = NIF_PENDING.remove(tid);
-    0
-}
-
-/// `erts_sys_ddll_call_nif_init(void *function)` returns the library's `ErlNifEntry*`.
-/// Only the first init of a load counts: a library's own load callback may open more
-/// libraries (OTP's crypto opens crypto_callback.so) through the same functions. The
-/// table's names cannot be read yet (their pages may not be faulted in, and a uprobe
-/// cannot fault), so keep the pointer until the loader has read them.
+/// `erts_sys_ddll_call_nif_init(void *function)` returns the library's `ErlNifEntry*`;
+/// the first of a load is the library's, as for opens. The table's names cannot be read
+/// yet (their pages may not be faulted in, and a uprobe cannot fault), so keep the
+/// pointer until the loader has read them.
 #[uretprobe]
 pub fn nif_init_exit(ctx: RetProbeContext) -> u32 {
     let entry: u64 = ctx.ret();
     let tid = bpf_get_current_pid_tgid() as u32;
-    if NIF_PENDING.get_ptr(tid).is_some() {
-        return 0;
+    if let Some(pending) = NIF_PENDING.get_ptr_mut(tid) {
+        // SAFETY: as in nif_open_entry.
+        let pending = unsafe { &mut *pending };
+        if pending.entry == 0 {
+            pending.entry = entry;
+        }
     }
-    let Some(scratch) = NIF_PENDING_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: the per-CPU slot is valid for this program run and not shared.
-    let pending = unsafe { &mut *scratch };
-    pending.entry = entry;
-    match NIF_LOAD_PATHS.get_ptr(tid) {
-        // SAFETY: a valid map value pointer for this program run.
-        Some(path) => pending.path = unsafe { *path },
-        None => pending.path.bytes[0] = 0,
-    }
-    // BPF_NOEXIST: the first init of this load wins.
-    let _ = NIF_PENDING.insert(tid, *pending, 1);
     0
 }
 
@@ -165,20 +158,22 @@ pub fn nif_loaded_exit(_ctx: RetProbeContext) -> u32 {
     let Some(pending) = NIF_PENDING.get_ptr(tid) else {
         return 0;
     };
-    if let Some(mut slot) = NIF_TABLES.reserve::<NifTableRecord>(0) {
-        // SAFETY: the reserved slot is ours until submit; every field written below is
-        // plain data, and userspace only reads `count` functions and NUL-ended strings.
-        let rec = unsafe { &mut *slot.as_mut_ptr() };
-        // SAFETY: a valid map value pointer for this program run.
-        let pending = unsafe { &*pending };
-        rec.path = pending.path.bytes;
-        fill_table(rec, pending.entry, (pid_tgid >> 32) as u32);
-        slot.submit(0);
-    } else {
-        stack::bump(|c| &mut c.dropped);
+    // SAFETY: a valid map value pointer for this program run.
+    let pending = unsafe { &*pending };
+    if pending.entry != 0 {
+        if let Some(mut slot) = NIF_TABLES.reserve::<NifTableRecord>(0) {
+            // SAFETY: the reserved slot is ours until submit; every field written below
+            // is plain data, and userspace only reads `count` functions and NUL-ended
+            // strings.
+            let rec = unsafe { &mut *slot.as_mut_ptr() };
+            rec.path = pending.path.bytes;
+            fill_table(rec, pending.entry, (pid_tgid >> 32) as u32);
+            slot.submit(0);
+        } else {
+            stack::bump(|c| &mut c.dropped);
+        }
     }
     let _ = NIF_PENDING.remove(tid);
-    let _ = NIF_LOAD_PATHS.remove(tid);
     0
 }
 
