@@ -44,6 +44,11 @@ pub struct Frame {
     pub target: u64,
     pub boundary: u32,
     pub thread: u32,
+    /// Whether `cost` holds figures; it is garbage until then, so that entering a call
+    /// does not pay for zeroing it.
+    pub costed: u32,
+    pub _pad: u32,
+    pub cost: crate::Cost,
 }
 
 /// Per-thread stack of active traced calls, kept in a BPF hash map keyed by tid.
@@ -56,6 +61,7 @@ pub struct CallStack {
     /// not pop real frames.
     pub overflow: u32,
     pub frames: [Frame; MAX_DEPTH],
+    pub thread: crate::ThreadState,
 }
 
 /// Loss and consistency counters, one slot per CPU, summed by userspace.
@@ -72,6 +78,10 @@ pub struct Counters {
     pub abandoned: u64,
     /// Threads whose stack could not be stored (stack map full).
     pub stack_map_full: u64,
+    /// Blocks put into and taken out of the live-allocation map; what is neither taken
+    /// out nor still there at the end was evicted (the map is an LRU of bounded size).
+    pub live_inserted: u64,
+    pub live_removed: u64,
 }
 
 impl Counters {
@@ -84,6 +94,8 @@ impl Counters {
             unmatched_return: f(self.unmatched_return, other.unmatched_return),
             abandoned: f(self.abandoned, other.abandoned),
             stack_map_full: f(self.stack_map_full, other.stack_map_full),
+            live_inserted: f(self.live_inserted, other.live_inserted),
+            live_removed: f(self.live_removed, other.live_removed),
         }
     }
 }
@@ -100,9 +112,15 @@ mod user {
     unsafe impl aya::Pod for CallRecord {}
     // SAFETY: as above, Counters is #[repr(C)] with only u64 fields.
     unsafe impl aya::Pod for Counters {}
+    // SAFETY: CallStack is #[repr(C)], Copy, made of integers only with explicit padding
+    // (see the size assertions below).
+    unsafe impl aya::Pod for super::CallStack {}
 }
 
 const _: () = assert!(core::mem::size_of::<CallRecord>() == 48);
-const _: () = assert!(core::mem::size_of::<Frame>() == 24);
-const _: () = assert!(core::mem::size_of::<CallStack>() == 8 + 24 * MAX_DEPTH);
-const _: () = assert!(core::mem::size_of::<Counters>() == 40);
+const _: () = assert!(core::mem::size_of::<Frame>() == 32 + 80);
+const _: () = assert!(
+    core::mem::size_of::<CallStack>()
+        == 8 + 112 * MAX_DEPTH + core::mem::size_of::<crate::ThreadState>()
+);
+const _: () = assert!(core::mem::size_of::<Counters>() == 56);

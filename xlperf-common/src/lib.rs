@@ -4,8 +4,10 @@
 //! byte for byte; the size assertions at the bottom fail the build if a field moves.
 #![no_std]
 
+pub mod cost;
 pub mod ffi;
 pub mod nif;
 
+pub use cost::*;
 pub use ffi::*;
 pub use nif::*;

@@ -3,11 +3,17 @@
 #![no_main]
 
 #[cfg(target_arch = "bpf")]
+mod alloc;
+#[cfg(target_arch = "bpf")]
 mod bench;
 #[cfg(target_arch = "bpf")]
 mod ffi;
 #[cfg(target_arch = "bpf")]
+mod mmap;
+#[cfg(target_arch = "bpf")]
 mod nif;
+#[cfg(target_arch = "bpf")]
+mod sched;
 #[cfg(target_arch = "bpf")]
 mod stack;
 

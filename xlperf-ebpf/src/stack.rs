@@ -5,10 +5,10 @@ use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use xlperf_common::{
-    COUNTERS_SLOT, CallRecord, CallStack, Counters, Frame, MAX_DEPTH, NO_BOUNDARY,
+    COUNTERS_SLOT, CallRecord, CallStack, Cost, CostedCallRecord, Counters, MAX_DEPTH, NO_BOUNDARY,
 };
 
 /// Threads whose call stacks are kept at once. LRU, so stacks of exited threads age out
@@ -28,11 +28,26 @@ static CALL_RECORDS: RingBuf = RingBuf::with_byte_size(RECORDS_BYTES, 0);
 #[map]
 static FFI_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
+/// An all-zero stack, never written: new threads' stacks are copied from it because a
+/// `CallStack` is too large for the 512-byte BPF stack.
+#[map]
+static STACK_TEMPLATE: Array<CallStack> = Array::with_max_entries(1, 0);
+
+/// Processes whose threads the tracepoint programs (scheduler, mmap) follow; uprobes are
+/// attached per process and need no filter.
+#[map]
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+pub fn is_target(tgid: u32) -> bool {
+    // SAFETY: the value is only tested for presence, never read through.
+    unsafe { TARGETS.get(&tgid) }.is_some()
+}
+
 pub fn bump(field: impl FnOnce(&mut Counters) -> &mut u64) {
     add(1, field);
 }
 
-fn add(n: u64, field: impl FnOnce(&mut Counters) -> &mut u64) {
+pub fn add(n: u64, field: impl FnOnce(&mut Counters) -> &mut u64) {
     if let Some(counters) = FFI_COUNTERS.get_ptr_mut(COUNTERS_SLOT) {
         // SAFETY: the pointer comes from the map lookup and is valid for this program run;
         // the slot is per-CPU and programs do not migrate mid-run, so there is no race.
@@ -45,9 +60,9 @@ fn add(n: u64, field: impl FnOnce(&mut Counters) -> &mut u64) {
 pub fn enter(boundary: u32, target: u64, thread: u32) {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
 
-    let Some(stack) = stack_of(tid) else {
+    let Some(stack) = stack_of(pid_tgid as u32, (pid_tgid >> 32) as u32) else {
         bump(|c| &mut c.stack_map_full);
         return;
     };
@@ -60,12 +75,14 @@ pub fn enter(boundary: u32, target: u64, thread: u32) {
         bump(|c| &mut c.depth_overflow);
         return;
     }
-    stack.frames[depth] = Frame {
-        start_ns: now,
-        target,
-        boundary,
-        thread,
-    };
+    // Only the header: `cost` stays stale until an alloc or sched program marks the
+    // frame costed (see `top_cost`).
+    let frame = &mut stack.frames[depth];
+    frame.start_ns = now;
+    frame.target = target;
+    frame.boundary = boundary;
+    frame.thread = thread;
+    frame.costed = 0;
     stack.depth = depth as u32 + 1;
 }
 
@@ -110,15 +127,17 @@ pub fn leave(boundary: u32) {
     if depth > idx + 1 {
         add((depth - idx - 1) as u64, |c| &mut c.abandoned);
     }
-    let Some(frame) = stack.frames.get(idx).copied() else {
+    let parent = if idx > 0 {
+        stack
+            .frames
+            .get(opaque(idx - 1))
+            .map_or(NO_BOUNDARY, |f| f.boundary)
+    } else {
+        NO_BOUNDARY
+    };
+    let Some(frame) = stack.frames.get(idx) else {
         return;
     };
-    let parent = match idx.checked_sub(1).and_then(|p| stack.frames.get(p)) {
-        Some(parent) => parent.boundary,
-        None => NO_BOUNDARY,
-    };
-    stack.depth = idx as u32;
-
     let record = CallRecord {
         start_ns: frame.start_ns,
         duration_ns: now.saturating_sub(frame.start_ns),
@@ -130,6 +149,12 @@ pub fn leave(boundary: u32) {
         depth: idx as u32 + 1,
         thread: frame.thread,
     };
+    if frame.costed != 0 {
+        emit_costed(&record, &frame.cost);
+        stack.depth = idx as u32;
+        return;
+    }
+    stack.depth = idx as u32;
     // Never wake the reader: a wakeup per record costs an irq_work and a context switch
     // per traced call (bench: +1.1 µs), and even asking how full the buffer is
     // (bpf_ringbuf_query) reads a cache line userspace writes (+0.2 µs). Userspace drains
@@ -142,17 +167,66 @@ pub fn leave(boundary: u32) {
     }
 }
 
-/// This thread's stack, created empty on its first traced call.
-fn stack_of(tid: u32) -> Option<*mut CallStack> {
+/// The ring every record kind goes through.
+pub fn records() -> &'static RingBuf {
+    &CALL_RECORDS
+}
+
+fn emit_costed(record: &CallRecord, cost: &Cost) {
+    match CALL_RECORDS.reserve::<CostedCallRecord>(0) {
+        Some(mut entry) => {
+            entry.write(CostedCallRecord {
+                call: *record,
+                cost: *cost,
+            });
+            entry.submit(BPF_RB_NO_WAKEUP.into());
+        }
+        None => bump(|c| &mut c.dropped),
+    }
+}
+
+/// Thread `tid`'s stack, created empty (owned by process `tgid`) when it has none.
+pub fn stack_of(tid: u32, tgid: u32) -> Option<*mut CallStack> {
     if let Some(stack) = CALL_STACKS.get_ptr_mut(tid) {
         return Some(stack);
     }
-    let empty = CallStack {
-        depth: 0,
-        overflow: 0,
-        frames: [Frame::default(); MAX_DEPTH],
-    };
+    let empty = STACK_TEMPLATE.get(0)?;
     // BPF_NOEXIST: never clobber a stack another CPU created for the same tid meanwhile.
-    CALL_STACKS.insert(tid, empty, 1).ok()?;
+    let _ = CALL_STACKS.insert(tid, empty, 1);
+    let stack = CALL_STACKS.get_ptr_mut(tid)?;
+    // SAFETY: a pointer to this thread's map value, from the lookup just made.
+    unsafe { (*stack).thread.tgid = tgid };
+    Some(stack)
+}
+
+/// Thread `tid`'s stack if it has one.
+pub fn existing_stack(tid: u32) -> Option<*mut CallStack> {
     CALL_STACKS.get_ptr_mut(tid)
+}
+
+/// Where an allocation or scheduler event on a thread is charged: its innermost active
+/// crossing, or its "outside any crossing" bucket. Also returns that crossing's boundary
+/// and target (`NO_BOUNDARY`, 0 outside).
+pub fn top_cost(stack: &mut CallStack) -> (&mut Cost, u32, u64) {
+    let depth = stack.depth as usize;
+    if depth > 0
+        && let Some(frame) = stack.frames.get_mut(opaque(depth - 1))
+    {
+        if frame.costed == 0 {
+            frame.cost = Cost::default();
+            frame.costed = 1;
+        }
+        return (&mut frame.cost, frame.boundary, frame.target);
+    }
+    (&mut stack.thread.outside, NO_BOUNDARY, 0)
+}
+
+/// `index`, in a form LLVM cannot relate to other values. An index one below another
+/// (the parent frame, the top frame at depth - 1) would otherwise be compiled as an address
+/// derived from the other's with a negative offset, which the verifier cannot bound and
+/// rejects; an opaque index gets its own bounds check.
+#[inline(always)]
+fn opaque(index: usize) -> usize {
+    // SAFETY: a volatile read of a local variable, valid and initialised.
+    unsafe { core::ptr::read_volatile(&index) }
 }

@@ -230,15 +230,17 @@ fn feature(what: &'static str, supported: Result<bool, String>, missing: &str) -
 fn uprobe_line() -> Line {
     let what = "uprobe+uretprobe";
     let result = (|| -> Result<String, String> {
-        let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES).map_err(|e| e.to_string())?;
+        let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0).map_err(|e| e.to_string())?;
         let cost = calibrate::measure(&mut ebpf).map_err(|e| e.to_string())?;
         let map = ebpf
             .take_map(CALL_RECORDS)
             .ok_or("ring buffer map missing")?;
         let mut records = RingBuf::try_from(map).map_err(|e| e.to_string())?;
         let mut seen = 0u64;
-        ring::drain(&mut records, |r| {
-            seen += u64::from(r.boundary == CALIBRATION_BOUNDARY)
+        ring::drain(&mut records, |item| {
+            if let ring::Item::Call(r, _) = item {
+                seen += u64::from(r.boundary == CALIBRATION_BOUNDARY);
+            }
         });
         if seen != cost.probed_calls {
             return Err(format!("{} calls made, {seen} traced", cost.probed_calls));

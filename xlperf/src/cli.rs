@@ -98,6 +98,25 @@ pub struct RecordArgs {
     #[arg(long, default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
     pub long_nif: Duration,
 
+    /// Trace allocations: the malloc family and free in the target's libc (and jemalloc,
+    /// mimalloc or tcmalloc when it uses them), enif_alloc/enif_free in a BEAM, and
+    /// anonymous mmap/munmap. Each is charged to the innermost traced call active on its
+    /// thread (or to the thread's "outside any crossing" bucket): counts, bytes, frees, and
+    /// bytes still live at the end. Costs one or two probe hits per allocator call.
+    #[arg(long)]
+    pub alloc: bool,
+
+    /// Most allocations tracked as live at once (an LRU map; older blocks beyond it are
+    /// forgotten and counted as `alloc.live_evicted`). About 100 bytes of kernel memory each.
+    #[arg(long, default_value_t = 262_144, value_name = "N", value_parser = clap::value_parser!(u32).range(64..))]
+    pub alloc_live_max: u32,
+
+    /// Trace scheduling of the target's threads: on-CPU time, off-CPU time (blocked, and
+    /// runnable but waiting for a CPU) and switches per traced call, who woke each blocked
+    /// call, and run-queue latency per thread.
+    #[arg(long)]
+    pub sched: bool,
+
     /// Stop after this long (e.g. 500ms, 10s, 2m). Default: until Ctrl-C or the target exits.
     #[arg(short = 'd', long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

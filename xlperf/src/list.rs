@@ -126,7 +126,7 @@ fn watch(
     pid: u32,
     duration: std::time::Duration,
 ) -> anyhow::Result<HashMap<u32, u64>> {
-    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES)?;
+    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0)?;
     let ring = ebpf
         .take_map(CALL_RECORDS)
         .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;
@@ -141,8 +141,12 @@ fn watch(
     let mut batch = Vec::new();
     loop {
         let done = Instant::now() >= end;
-        ring::drain(&mut ring, |r| batch.push(r));
-        nif.name_batch(&mut batch, table);
+        ring::drain(&mut ring, |item| {
+            if let ring::Item::Call(r, _) = item {
+                batch.push(r);
+            }
+        });
+        nif.name_batch(&mut batch, table, |r| r);
         for r in batch.drain(..) {
             *calls.entry(r.boundary).or_default() += 1;
         }

@@ -10,21 +10,25 @@ use anyhow::{Context as _, anyhow};
 use aya::programs::uprobe::UProbeScope;
 use aya::{
     Ebpf,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf},
 };
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
-use xlperf_common::{CALIBRATION_BOUNDARY, COUNTERS_SLOT, Counters};
+use xlperf_common::{
+    CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallRecord, CallStack, Cost, Counters, LiveBlock, LiveKey,
+    NO_BOUNDARY, OffCpuRecord,
+};
 
 use crate::{
     cli::{FfiSpec, RecordArgs},
-    event::ring::CallRecords,
-    metrics::calls::CallAggregator,
+    event::ring::{CallRecords, Item},
+    metrics::{calls::CallAggregator, cost::CostAggregator},
     privileges,
     probe::{
         ProbeError,
+        alloc::AllocTracing,
         attach::{self, Attachment},
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
@@ -33,8 +37,13 @@ use crate::{
         links::Links,
         loader::{self, CALL_RECORDS, FFI_COUNTERS},
         target::{self, Suspended},
+        tracepoints,
     },
-    report::{Summary, summary, summary::NifRecording, table},
+    report::{
+        Summary, insights, summary,
+        summary::{AllocRecording, Costs, NifRecording},
+        table,
+    },
 };
 
 /// How often the ring buffer is drained: the kernel side never wakes us (see stack.rs).
@@ -81,6 +90,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<()> {
 
 async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyhow::Result<Summary> {
     // Resolve everything that can fail on bad input before touching the kernel.
+    if matches!(targets, Targets::All) && (args.alloc || args.sched) {
+        return Err(ProbeError::AllNeedsProcess.into());
+    }
     let mut table = BoundaryTable::default();
     let mut attachments = Vec::new();
     let mut command = None;
@@ -116,6 +128,25 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     {
         return Err(ProbeError::FptrNeedsProcess.into());
     }
+    let alloc = if args.alloc {
+        let scope = match (&targets, &command) {
+            (Targets::Pids(pids), _) => pids.iter().map(|&p| Scope::Pid(p)).collect(),
+            (_, Some((program, _))) => vec![Scope::Program(program)],
+            _ => Vec::new(),
+        };
+        let mut found = Vec::new();
+        for scope in &scope {
+            found.push(AllocTracing::prepare(scope, vm.as_deref())?);
+        }
+        Some(found)
+    } else {
+        None
+    };
+    let layout = if args.alloc || args.sched {
+        Some(tracepoints::layout()?)
+    } else {
+        None
+    };
     if table.len() > args.max_functions {
         return Err(ProbeError::TooManyFunctions {
             count: table.len(),
@@ -128,7 +159,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut ebpf = loader::load(args.ring_size)?;
+    let mut ebpf = loader::load(
+        args.ring_size,
+        if args.alloc { args.alloc_live_max } else { 0 },
+    )?;
     let cost = calibrate::measure(&mut ebpf)?;
     let ring = ebpf
         .take_map(CALL_RECORDS)
@@ -160,6 +194,40 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     };
     let mut links = Links::default();
     let mut probes = attach::attach_ffi(&mut ebpf, &table, &attachments, &mut links)?;
+    let (before, mut alloc_probes) = (links.len(), 0);
+    let target_pids: Vec<u32> = match &targets {
+        Targets::Pids(pids) => pids.clone(),
+        Targets::Command(_) => child.iter().map(|c| c.pid().get()).collect(),
+        Targets::All => Vec::new(),
+    };
+    if let Some(layout) = layout {
+        tracepoints::write_layout(&mut ebpf, layout)?;
+        for &pid in &target_pids {
+            tracepoints::add_target(&mut ebpf, pid)?;
+        }
+    }
+    if args.sched {
+        for (program, name) in [
+            (loader::SCHED_SWITCH, "sched_switch"),
+            (loader::SCHED_WAKING, "sched_waking"),
+            (loader::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
+        ] {
+            tracepoints::attach(&mut ebpf, &mut links, program, "sched", name)?;
+        }
+    }
+    if let Some(alloc) = &alloc {
+        for (program, name) in [
+            (loader::MMAP_ENTER, "sys_enter_mmap"),
+            (loader::MUNMAP_ENTER, "sys_enter_munmap"),
+        ] {
+            tracepoints::attach(&mut ebpf, &mut links, program, "syscalls", name)?;
+        }
+        for (tracing, &pid) in alloc.iter().zip(&target_pids) {
+            let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
+            alloc_probes += tracing.attach(&mut ebpf, &mut links, scope)?;
+        }
+    }
+    probes += links.len() - before;
     if let Some(nif) = nif.as_mut() {
         match &targets {
             Targets::Pids(pids) => {
@@ -186,10 +254,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     }
     let exits = exit_watchers(&targets, child.as_ref())?;
     let started = Instant::now();
+    let started_ns = monotonic_ns();
     if let Some(child) = child.as_mut() {
         child.release().context("starting the command")?;
     }
-    let what = match &nif {
+    let mut what = match &nif {
         Some(n) if table.ffi_len() == 0 => format!("the NIFs ({} mode)", n.mode_name()),
         Some(n) => format!(
             "{} function(s) and the NIFs ({} mode)",
@@ -198,6 +267,15 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         ),
         None => format!("{} function(s)", table.len()),
     };
+    if table.is_empty() && nif.is_none() {
+        what = "no crossings".into();
+    }
+    if alloc_probes > 0 {
+        what.push_str(" and the allocator");
+    }
+    if args.sched {
+        what.push_str(", with scheduler tracepoints");
+    }
     eprintln!(
         "xlperf: {probes} probes on {what} in {}; {}",
         describe(&targets, child.as_ref()),
@@ -212,8 +290,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             u64::try_from(args.long_nif.as_nanos()).unwrap_or(u64::MAX),
         ),
         comms: HashMap::new(),
+        thread_comms: HashMap::new(),
         table,
         nif,
+        costs: (args.alloc || args.sched).then(CostAggregator::default),
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut last_rescan = Instant::now();
@@ -243,6 +323,28 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
     collector.drain(&mut records);
     let counters = counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
+    let ended_ns = monotonic_ns();
+    let live_evicted = match collector.costs.as_mut() {
+        Some(costs) => {
+            read_threads(&ebpf, &target_pids, costs, &mut collector.thread_comms)?;
+            if args.alloc {
+                let remaining = read_live(
+                    &ebpf,
+                    costs,
+                    collector.nif.as_mut(),
+                    &mut collector.table,
+                    (started_ns, ended_ns),
+                )?;
+                counters
+                    .live_inserted
+                    .saturating_sub(counters.live_removed)
+                    .saturating_sub(remaining)
+            } else {
+                0
+            }
+        }
+        None => 0,
+    };
     // Detach every probe (about 110 ms each: see links.rs), then free programs and maps.
     drop(links);
     if let Some(nif) = collector.nif.as_mut() {
@@ -252,8 +354,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let Collector {
         aggregator,
         comms,
+        thread_comms,
         table,
         nif,
+        costs,
     } = collector;
 
     let command_name = match &targets {
@@ -268,13 +372,25 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         _ if Some(pid) == child_pid => command_name.clone().unwrap_or_else(|| "?".into()),
         _ => "?".into(),
     };
-    Ok(Summary {
+    let costs = costs.as_ref().map(|aggregator| Costs {
+        aggregator,
+        alloc: args.alloc,
+        sched: args.sched,
+    });
+    let thread_comm = |tid: u32| {
+        thread_comms
+            .get(&tid)
+            .cloned()
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut summary = Summary {
         schema_version: summary::SCHEMA_VERSION,
         duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
         dropped: counters.dropped,
         probe_cost_ns: cost.per_call_ns,
         boundaries: summary::boundaries(
             &aggregator,
+            costs.as_ref(),
             &table,
             comm,
             nif.as_ref().and_then(|n| match &n.mode {
@@ -299,7 +415,17 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             vm_internal_calls: n.resolver.vm_internal,
             unresolved_calls: n.resolver.unresolved,
         }),
-    })
+        alloc: alloc.map(|found| AllocRecording {
+            live_capacity: args.alloc_live_max,
+            live_evicted,
+            probes: found.iter().flat_map(AllocTracing::probes).collect(),
+        }),
+        threads: costs.as_ref().map(|c| c.threads(thread_comm)),
+        processes: costs.as_ref().map(|c| c.processes(comm)),
+        insights: Vec::new(),
+    };
+    summary.insights = insights::detect(&summary);
+    Ok(summary)
 }
 
 /// Everything records flow into during a recording.
@@ -307,23 +433,49 @@ struct Collector {
     aggregator: CallAggregator,
     /// Names are read on a pid's first record: by the end a short-lived target is gone.
     comms: HashMap<u32, String>,
+    thread_comms: HashMap<u32, String>,
     table: BoundaryTable,
     nif: Option<NifTracing>,
+    /// Allocation and scheduler figures (`--alloc`, `--sched`).
+    costs: Option<CostAggregator>,
 }
 
 impl Collector {
     /// Takes in every record available now.
     fn drain(&mut self, records: &mut CallRecords) {
-        let mut batch = Vec::new();
-        records.drain(|r| batch.push(r));
+        let mut calls: Vec<(CallRecord, Option<Cost>)> = Vec::new();
+        let mut off_cpu: Vec<OffCpuRecord> = Vec::new();
+        records.drain_items(|item| match item {
+            Item::Call(call, cost) => calls.push((call, cost)),
+            Item::OffCpu(off) => off_cpu.push(off),
+        });
         if let Some(nif) = self.nif.as_mut() {
-            nif.name_batch(&mut batch, &mut self.table);
+            nif.name_batch(&mut calls, &mut self.table, |(call, _)| call);
         }
-        for record in batch {
+        for (record, cost) in calls {
             self.comms
                 .entry(record.pid)
                 .or_insert_with(|| target::comm(record.pid));
             self.aggregator.record(&record);
+            if let Some(costs) = self.costs.as_mut() {
+                costs.call(&record, cost.as_ref());
+            }
+        }
+        let Some(costs) = self.costs.as_mut() else {
+            return;
+        };
+        for off in off_cpu {
+            self.thread_comms
+                .entry(off.tid)
+                .or_insert_with(|| target::comm(off.tid));
+            let boundary = match (off.boundary, self.nif.as_mut()) {
+                (NO_BOUNDARY, _) => None,
+                (b, Some(nif)) if beam::is_dispatch(b) => {
+                    nif.boundary_of(off.pid, off.target, &mut self.table)
+                }
+                (b, _) => Some(b),
+            };
+            costs.off_cpu(&off, boundary);
         }
     }
 
@@ -347,9 +499,11 @@ fn find_vm(
     if !args.nif && !no_ffi {
         return Ok(None);
     }
+    // Allocations and scheduling are worth recording in any process, crossings or not.
+    let whole_process = args.alloc || args.sched;
     let nothing = |what: String| {
         anyhow!(
-            "nothing to trace in {what}: it is not an Erlang/Elixir VM, the runtime xlperf detects; name C-ABI functions with --ffi LIB[:GLOB]"
+            "nothing to trace in {what}: it is not an Erlang/Elixir VM, the runtime xlperf detects; name C-ABI functions with --ffi LIB[:GLOB], or record its allocations or scheduling with --alloc / --sched"
         )
     };
     match targets {
@@ -371,6 +525,7 @@ fn find_vm(
                         found = Some(vm);
                     }
                     None if args.nif => return Err(ProbeError::NotBeam { pid }.into()),
+                    None if whole_process => {}
                     None => {
                         return Err(nothing(format!("pid {pid} ({})", target::comm(pid))));
                     }
@@ -382,6 +537,8 @@ fn find_vm(
             let program = program.ok_or_else(|| anyhow!("no command given"))?;
             if args.nif || beam::is_launcher(program) {
                 Ok(Some(beam::vm_for_program(program)?))
+            } else if whole_process {
+                Ok(None)
             } else {
                 Err(nothing(argv.first().cloned().unwrap_or_default()))
             }
@@ -466,6 +623,82 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Reads each target thread's kernel state: its figures outside any crossing.
+fn read_threads(
+    ebpf: &Ebpf,
+    pids: &[u32],
+    costs: &mut CostAggregator,
+    comms: &mut HashMap<u32, String>,
+) -> anyhow::Result<()> {
+    let map = ebpf
+        .map(loader::CALL_STACKS)
+        .ok_or(ProbeError::MissingMap {
+            name: loader::CALL_STACKS,
+        })?;
+    let stacks = BpfHashMap::<_, u32, CallStack>::try_from(map)?;
+    for entry in stacks.iter() {
+        let Ok((tid, stack)) = entry else {
+            continue;
+        };
+        if !pids.contains(&stack.thread.tgid) {
+            continue;
+        }
+        comms.entry(tid).or_insert_with(|| target::comm(tid));
+        costs.thread_outside(
+            tid,
+            stack.thread.tgid,
+            stack.thread.outside,
+            stack.thread.frees_untracked,
+        );
+    }
+    Ok(())
+}
+
+/// Charges every block still live to the crossing that allocated it; returns how many
+/// blocks the map held.
+fn read_live(
+    ebpf: &Ebpf,
+    costs: &mut CostAggregator,
+    mut nif: Option<&mut NifTracing>,
+    table: &mut BoundaryTable,
+    (started_ns, ended_ns): (u64, u64),
+) -> anyhow::Result<u64> {
+    let map = ebpf
+        .map(loader::LIVE_BLOCKS)
+        .ok_or(ProbeError::MissingMap {
+            name: loader::LIVE_BLOCKS,
+        })?;
+    let live = BpfHashMap::<_, LiveKey, LiveBlock>::try_from(map)?;
+    let span = ended_ns.saturating_sub(started_ns).max(1);
+    let mut count = 0;
+    for entry in live.iter() {
+        let Ok((key, block)) = entry else {
+            continue;
+        };
+        count += 1;
+        let boundary = match (block.boundary, nif.as_deref_mut()) {
+            (b, Some(nif)) if beam::is_dispatch(b) => nif
+                .boundary_of(key.tgid, block.target, table)
+                .unwrap_or(NO_BOUNDARY),
+            (b, _) => b,
+        };
+        let quarter = (block.ns.saturating_sub(started_ns).saturating_mul(4) / span) as usize;
+        costs.live(key.tgid, boundary, block.size, quarter.min(3));
+    }
+    Ok(count)
 }
 
 /// Sums the per-CPU loss and consistency counters.

@@ -4,25 +4,45 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
-use xlperf_common::CallRecord;
+use xlperf_common::{CallRecord, Cost, CostedCallRecord, OffCpuRecord};
 
-/// Decodes one ring-buffer item; `None` if its size is not a `CallRecord`'s.
-pub fn decode(bytes: &[u8]) -> Option<CallRecord> {
-    if bytes.len() != size_of::<CallRecord>() {
-        return None;
-    }
-    // SAFETY: the length matches, CallRecord is plain old data valid for every bit
-    // pattern, and read_unaligned copes with any alignment of the item.
-    Some(unsafe { bytes.as_ptr().cast::<CallRecord>().read_unaligned() })
+/// One item of the ring: the kinds differ in size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// A completed call, with what was charged to it when anything was.
+    Call(CallRecord, Option<Cost>),
+    /// An off-CPU period of a target thread (`--sched`).
+    OffCpu(OffCpuRecord),
 }
 
-/// Hands every record in `ring` now to `sink`; returns (records, malformed items).
-pub fn drain(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(CallRecord)) -> (usize, u64) {
+/// Reads a plain-old-data record of exactly `bytes.len()` bytes.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() != size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length matches, and every T used here is #[repr(C)] plain old data valid
+    // for every bit pattern; read_unaligned copes with any alignment of the item.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// Decodes one ring-buffer item; `None` if its size is none of the record kinds'.
+pub fn decode(bytes: &[u8]) -> Option<Item> {
+    if let Some(call) = read::<CallRecord>(bytes) {
+        return Some(Item::Call(call, None));
+    }
+    if let Some(costed) = read::<CostedCallRecord>(bytes) {
+        return Some(Item::Call(costed.call, Some(costed.cost)));
+    }
+    read::<OffCpuRecord>(bytes).map(Item::OffCpu)
+}
+
+/// Hands every item in `ring` now to `sink`; returns (items, malformed items).
+pub fn drain(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(Item)) -> (usize, u64) {
     let (mut n, mut malformed) = (0, 0);
     while let Some(item) = ring.next() {
         match decode(&item) {
-            Some(record) => {
-                sink(record);
+            Some(item) => {
+                sink(item);
                 n += 1;
             }
             None => malformed += 1,
@@ -49,11 +69,21 @@ impl CallRecords {
         })
     }
 
-    /// Hands every record available now to `sink`; returns how many there were.
-    pub fn drain(&mut self, sink: impl FnMut(CallRecord)) -> usize {
+    /// Hands every item available now to `sink`; returns how many there were.
+    pub fn drain_items(&mut self, sink: impl FnMut(Item)) -> usize {
         let (n, malformed) = drain(self.ring.get_mut(), sink);
         self.malformed += malformed;
         n
+    }
+
+    /// Hands every call record available now to `sink` (dropping what was charged to
+    /// them and off-CPU periods); returns how many items there were.
+    pub fn drain(&mut self, mut sink: impl FnMut(CallRecord)) -> usize {
+        self.drain_items(|item| {
+            if let Item::Call(call, _) = item {
+                sink(call);
+            }
+        })
     }
 
     /// Waits until the kernel signals records or `poll_interval` passes. xlperf's programs
@@ -88,7 +118,33 @@ mod tests {
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw const record).cast::<u8>(), size_of::<CallRecord>())
         };
-        assert_eq!(decode(bytes), Some(record));
+        assert_eq!(decode(bytes), Some(Item::Call(record, None)));
         assert_eq!(decode(&bytes[1..]), None);
+
+        let cost = Cost {
+            alloc_count: 3,
+            runq_ns: 9,
+            ..Cost::default()
+        };
+        let costed = CostedCallRecord { call: record, cost };
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const costed).cast::<u8>(),
+                size_of::<CostedCallRecord>(),
+            )
+        };
+        assert_eq!(decode(bytes), Some(Item::Call(record, Some(cost))));
+
+        let off = OffCpuRecord {
+            pid: 5,
+            blocked_ns: 7,
+            ..OffCpuRecord::default()
+        };
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const off).cast::<u8>(), size_of::<OffCpuRecord>())
+        };
+        assert_eq!(decode(bytes), Some(Item::OffCpu(off)));
     }
 }

@@ -1,3 +1,4 @@
-//! Aggregation of call records into per-boundary latency histograms.
+//! Aggregation of records: call latencies, and what was charged to each crossing.
 
 pub mod calls;
+pub mod cost;

@@ -9,14 +9,20 @@ use std::path::Path;
 
 use aya::{
     Ebpf,
-    programs::uprobe::{UProbeAttachPoint, UProbeLink, UProbeScope},
+    programs::{
+        trace_point::TracePointLink,
+        uprobe::{UProbeAttachPoint, UProbeLink, UProbeScope},
+    },
 };
 
 use super::{ProbeError, loader};
 
 /// Attached probes, owned; dropping this detaches them all.
 #[derive(Default)]
-pub struct Links(Vec<UProbeLink>);
+pub struct Links {
+    uprobes: Vec<UProbeLink>,
+    tracepoints: Vec<TracePointLink>,
+}
 
 impl Links {
     /// Attaches uprobe program `program` at `point` of `target` for `scope`.
@@ -40,15 +46,19 @@ impl Links {
             what: format!("taking the {program} link of {}", what()),
             source,
         })?;
-        self.0.push(link);
+        self.uprobes.push(link);
         Ok(())
     }
 
+    pub fn push_tracepoint(&mut self, link: TracePointLink) {
+        self.tracepoints.push(link);
+    }
+
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.uprobes.len() + self.tracepoints.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }

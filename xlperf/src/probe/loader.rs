@@ -23,6 +23,19 @@ pub const NIF_INIT_EXIT: &str = "nif_init_exit";
 pub const NIF_LOADED_EXIT: &str = "nif_loaded_exit";
 pub const NIF_LOAD_ENTRY: &str = "nif_load_entry";
 pub const NIF_FPTR_EXIT: &str = "nif_fptr_exit";
+pub const MALLOC_ENTRY: &str = "malloc_entry";
+pub const CALLOC_ENTRY: &str = "calloc_entry";
+pub const MEMALIGN_ENTRY: &str = "memalign_entry";
+pub const POSIX_MEMALIGN_ENTRY: &str = "posix_memalign_entry";
+pub const REALLOC_ENTRY: &str = "realloc_entry";
+pub const REALLOCARRAY_ENTRY: &str = "reallocarray_entry";
+pub const ALLOC_EXIT: &str = "alloc_exit";
+pub const FREE_ENTRY: &str = "free_entry";
+pub const SCHED_SWITCH: &str = "sched_switch";
+pub const SCHED_WAKING: &str = "sched_waking";
+pub const SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
+pub const MMAP_ENTER: &str = "mmap_enter";
+pub const MUNMAP_ENTER: &str = "munmap_enter";
 pub const EMPTY_ENTRY: &str = "empty_entry";
 pub const EMPTY_EXIT: &str = "empty_exit";
 
@@ -30,16 +43,23 @@ pub const EMPTY_EXIT: &str = "empty_exit";
 pub const CALL_RECORDS: &str = "CALL_RECORDS";
 pub const FFI_COUNTERS: &str = "FFI_COUNTERS";
 pub const NIF_TABLES: &str = "NIF_TABLES";
+pub const CALL_STACKS: &str = "CALL_STACKS";
+pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
+pub const LAYOUT: &str = "LAYOUT";
+pub const TARGETS: &str = "TARGETS";
 
 /// Size of the call-record ring buffer unless the user asks otherwise.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 
 /// Loads the object: creates its maps, the call-record ring buffer `ring_bytes` long.
 /// Programs are loaded into the kernel on first use.
-pub fn load(ring_bytes: u32) -> Result<Ebpf, ProbeError> {
+/// `live_blocks`: capacity of the live-allocation map (`--alloc-live-max`); 0 when
+/// allocations are not traced (the map is then kept tiny).
+pub fn load(ring_bytes: u32, live_blocks: u32) -> Result<Ebpf, ProbeError> {
     raise_fd_limit();
     Ok(EbpfLoader::new()
         .map_max_entries(CALL_RECORDS, ring_bytes)
+        .map_max_entries(LIVE_BLOCKS, live_blocks.max(64))
         .load(OBJECT)?)
 }
 

@@ -1,5 +1,6 @@
 //! What to attach where: libraries, function symbols, probe sites, and the attach itself.
 
+pub mod alloc;
 pub mod attach;
 pub mod beam;
 pub mod boundary;
@@ -12,6 +13,7 @@ pub mod maps;
 pub mod prologue;
 pub mod target;
 pub mod tracefs;
+pub mod tracepoints;
 
 use std::path::PathBuf;
 
@@ -87,6 +89,22 @@ pub enum ProbeError {
         "--nif-mode fptr reads each VM's NIF tables, so it needs -p PID or a command, not --all; use the default dispatch mode with --all"
     )]
     FptrNeedsProcess,
+    #[error(
+        "tracepoint {tracepoint} is missing from this kernel (no tracefs format file); --sched needs the sched tracepoints and --alloc the syscall tracepoints (CONFIG_FTRACE_SYSCALLS)"
+    )]
+    NoTracepoint { tracepoint: String },
+    #[error(
+        "tracepoint {tracepoint} has no field {field} on this kernel; please report the kernel version"
+    )]
+    TracepointField { tracepoint: String, field: String },
+    #[error("cannot mount tracefs at /sys/kernel/tracing (needed for tracepoint formats)")]
+    Tracefs { source: std::io::Error },
+    #[error(
+        "{library} has none of the allocator functions xlperf probes (malloc, free, ...); is it the process's allocator?"
+    )]
+    NoAllocator { library: PathBuf },
+    #[error("--alloc and --sched follow processes, so they need -p PID or a command, not --all")]
+    AllNeedsProcess,
     #[error("{what}")]
     Program {
         what: String,

@@ -7,8 +7,11 @@ use serde::Serialize;
 use xlperf_common::thread_kind;
 
 use crate::{
-    metrics::calls::{CallAggregator, CallStats},
-    probe::{boundary::BoundaryTable, prologue::ProbeSite},
+    metrics::{
+        calls::{CallAggregator, CallStats},
+        cost::{BoundaryCost, CostAggregator},
+    },
+    probe::{alloc::AllocProbe, boundary::BoundaryTable, prologue::ProbeSite},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -39,6 +42,154 @@ pub struct Summary {
     /// How NIF calls were traced; absent when they were not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nif: Option<NifRecording>,
+    /// How allocations were traced (`--alloc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alloc: Option<AllocRecording>,
+    /// Per thread of the targets, with `--alloc` or `--sched`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<Vec<ThreadSummary>>,
+    /// Per target process: every crossing's own figures plus every thread's outside.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<ProcessSummary>>,
+    /// What the detectors found, most important first.
+    pub insights: Vec<Insight>,
+}
+
+/// How allocations were traced.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocRecording {
+    /// Most blocks tracked as live at once (`--alloc-live-max`).
+    pub live_capacity: u32,
+    /// Blocks forgotten because the live map was full: their frees count as untracked and
+    /// their bytes are missing from `live_bytes`.
+    pub live_evicted: u64,
+    /// Each allocator function probed and where.
+    pub probes: Vec<AllocProbe>,
+}
+
+/// Allocation figures of a crossing (its own, not those of calls nested in it).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AllocFields {
+    pub alloc_count: u64,
+    pub alloc_bytes: u64,
+    pub free_count: u64,
+    pub free_bytes: u64,
+    pub mmap_count: u64,
+    pub mmap_bytes: u64,
+    pub munmap_bytes: u64,
+}
+
+/// Scheduler figures of a crossing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SchedFields {
+    /// Wall time minus off-CPU and run-queue time.
+    pub oncpu_ns: u64,
+    /// Asleep or waiting (not runnable).
+    pub offcpu_ns: u64,
+    /// Runnable, waiting for a CPU.
+    pub runq_ns: u64,
+    pub switches: u64,
+}
+
+/// What a row adds with `--alloc`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocRow {
+    #[serde(flatten)]
+    pub fields: AllocFields,
+    /// Bytes allocated inside this crossing that nobody had freed by the end.
+    pub live_bytes: u64,
+    /// Live bytes come from every quarter of the recording: still growing.
+    #[serde(skip)]
+    pub growing: bool,
+}
+
+/// What a row adds with `--sched`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedRow {
+    #[serde(flatten)]
+    pub fields: SchedFields,
+    /// Who woke this crossing when it blocked, most blocked time first.
+    pub wakers: Vec<WakerSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WakerSummary {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Blocked periods it ended, and their total length.
+    pub count: u64,
+    pub blocked_ns: u64,
+}
+
+/// A crossing's figures including the traced calls nested in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inclusive {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub alloc: Option<AllocFields>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedFields>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadSummary {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub switches: u64,
+    pub offcpu_ns: u64,
+    pub runq: RunQueue,
+    /// Figures while no traced call was active on the thread.
+    pub outside: OutsideFields,
+}
+
+/// Run-queue waits of a thread (after each wakeup or preemption).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunQueue {
+    pub count: u64,
+    pub total_ns: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutsideFields {
+    pub alloc_count: u64,
+    pub alloc_bytes: u64,
+    pub free_count: u64,
+    pub free_bytes: u64,
+    pub offcpu_ns: u64,
+    pub runq_ns: u64,
+    pub switches: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub comm: String,
+    pub alloc_count: u64,
+    pub alloc_bytes: u64,
+    pub free_count: u64,
+    pub free_bytes: u64,
+    pub live_bytes: u64,
+    /// Frees of blocks allocated before the recording began (or evicted from the map).
+    pub frees_untracked: u64,
+    pub offcpu_ns: u64,
+    pub runq_ns: u64,
+    pub switches: u64,
+}
+
+/// One finding of the detectors.
+#[derive(Debug, Clone, Serialize)]
+pub struct Insight {
+    /// `long_nif`, `blocking`, `leak` or `runqueue`.
+    pub kind: &'static str,
+    pub pid: u32,
+    pub tid: Option<u32>,
+    pub function: Option<String>,
+    pub message: String,
 }
 
 /// How NIF calls were caught, and what was seen but not reported.
@@ -85,6 +236,12 @@ pub struct BoundarySummary {
     pub runtime: &'static str,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub nif: Option<NifSummary>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub alloc: Option<AllocRow>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inclusive: Option<Inclusive>,
 }
 
 /// What a NIF row adds; `function` is then the Erlang or Elixir name.
@@ -123,6 +280,7 @@ pub struct LongCalls {
 /// caught the NIF calls.
 pub fn boundaries(
     aggregator: &CallAggregator,
+    costs: Option<&Costs<'_>>,
     table: &BoundaryTable,
     comm: impl Fn(u32) -> String,
     nif_site: Option<ProbeSite>,
@@ -161,6 +319,9 @@ pub fn boundaries(
                     .nif
                     .as_ref()
                     .map(|nif| nif_summary(nif, stats, aggregator.long_call_ns)),
+                alloc: costs.and_then(|c| c.alloc_row(pid, id)),
+                sched: costs.and_then(|c| c.sched_row(pid, id)),
+                inclusive: costs.map(|c| c.inclusive(pid, id, stats.total_ns)),
             })
         })
         .collect()
@@ -191,3 +352,159 @@ fn nif_summary(
         },
     }
 }
+
+/// The allocation and scheduler figures of a recording, and which were captured.
+pub struct Costs<'a> {
+    pub aggregator: &'a CostAggregator,
+    pub alloc: bool,
+    pub sched: bool,
+}
+
+fn alloc_fields(cost: &xlperf_common::Cost) -> AllocFields {
+    AllocFields {
+        alloc_count: cost.alloc_count,
+        alloc_bytes: cost.alloc_bytes,
+        free_count: cost.free_count,
+        free_bytes: cost.free_bytes,
+        mmap_count: cost.mmap_count,
+        mmap_bytes: cost.mmap_bytes,
+        munmap_bytes: cost.munmap_bytes,
+    }
+}
+
+fn sched_fields(cost: &xlperf_common::Cost, wall_ns: u64) -> SchedFields {
+    SchedFields {
+        oncpu_ns: wall_ns.saturating_sub(cost.offcpu_ns.saturating_add(cost.runq_ns)),
+        offcpu_ns: cost.offcpu_ns,
+        runq_ns: cost.runq_ns,
+        switches: cost.switches,
+    }
+}
+
+impl Costs<'_> {
+    fn of(&self, pid: u32, id: u32) -> Option<&BoundaryCost> {
+        self.aggregator.boundaries.get(&(pid, id))
+    }
+
+    fn alloc_row(&self, pid: u32, id: u32) -> Option<AllocRow> {
+        if !self.alloc {
+            return None;
+        }
+        let cost = self.of(pid, id).cloned().unwrap_or_default();
+        Some(AllocRow {
+            fields: alloc_fields(&cost.own),
+            live_bytes: cost.live_bytes,
+            growing: cost.live_by_quarter.iter().all(|&q| q > 0),
+        })
+    }
+
+    fn sched_row(&self, pid: u32, id: u32) -> Option<SchedRow> {
+        if !self.sched {
+            return None;
+        }
+        let cost = self.of(pid, id).cloned().unwrap_or_default();
+        let mut wakers: Vec<WakerSummary> = cost
+            .wakers
+            .iter()
+            .map(|(&(pid, tid), w)| WakerSummary {
+                pid,
+                tid,
+                comm: w.comm.clone(),
+                count: w.count,
+                blocked_ns: w.blocked_ns,
+            })
+            .collect();
+        wakers.sort_by(|a, b| b.blocked_ns.cmp(&a.blocked_ns).then(a.tid.cmp(&b.tid)));
+        wakers.truncate(MAX_WAKERS);
+        Some(SchedRow {
+            fields: sched_fields(&cost.own, cost.self_ns),
+            wakers,
+        })
+    }
+
+    fn inclusive(&self, pid: u32, id: u32, total_ns: u64) -> Inclusive {
+        let cost = self.of(pid, id).cloned().unwrap_or_default();
+        Inclusive {
+            alloc: self.alloc.then(|| alloc_fields(&cost.inclusive)),
+            sched: self.sched.then(|| sched_fields(&cost.inclusive, total_ns)),
+        }
+    }
+
+    /// Per-thread rows, by run-queue time, largest first.
+    pub fn threads(&self, comm: impl Fn(u32) -> String) -> Vec<ThreadSummary> {
+        let mut rows: Vec<ThreadSummary> = self
+            .aggregator
+            .threads
+            .iter()
+            .map(|(&tid, t)| ThreadSummary {
+                pid: t.pid,
+                tid,
+                comm: comm(tid),
+                switches: t.switches,
+                offcpu_ns: t.offcpu_ns,
+                runq: RunQueue {
+                    count: t.runq.len(),
+                    total_ns: t.runq_ns,
+                    p50_ns: t.runq_quantile(0.50),
+                    p90_ns: t.runq_quantile(0.90),
+                    p99_ns: t.runq_quantile(0.99),
+                    max_ns: t.runq_max_ns,
+                },
+                outside: OutsideFields {
+                    alloc_count: t.outside.alloc_count,
+                    alloc_bytes: t.outside.alloc_bytes,
+                    free_count: t.outside.free_count,
+                    free_bytes: t.outside.free_bytes,
+                    offcpu_ns: t.outside.offcpu_ns,
+                    runq_ns: t.outside.runq_ns,
+                    switches: t.outside.switches,
+                },
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.runq
+                .total_ns
+                .cmp(&a.runq.total_ns)
+                .then(a.tid.cmp(&b.tid))
+        });
+        rows
+    }
+
+    /// Per-process totals: each crossing's own figures plus each thread's outside bucket,
+    /// so that nothing is counted twice and nothing is left out.
+    pub fn processes(&self, comm: impl Fn(u32) -> String) -> Vec<ProcessSummary> {
+        let mut by_pid: std::collections::BTreeMap<u32, ProcessSummary> = Default::default();
+        let mut add = |pid: u32, cost: &xlperf_common::Cost, live: u64| {
+            let p = by_pid.entry(pid).or_default();
+            p.pid = pid;
+            p.alloc_count += cost.alloc_count;
+            p.alloc_bytes += cost.alloc_bytes;
+            p.free_count += cost.free_count;
+            p.free_bytes += cost.free_bytes;
+            p.live_bytes += live;
+        };
+        for (&(pid, _), b) in &self.aggregator.boundaries {
+            add(pid, &b.own, b.live_bytes);
+        }
+        for t in self.aggregator.threads.values() {
+            add(t.pid, &t.outside, 0);
+        }
+        for t in self.aggregator.threads.values() {
+            let p = by_pid.entry(t.pid).or_default();
+            p.frees_untracked += t.frees_untracked;
+            p.offcpu_ns += t.offcpu_ns;
+            p.runq_ns += t.runq_ns;
+            p.switches += t.switches;
+        }
+        by_pid
+            .into_values()
+            .map(|mut p| {
+                p.comm = comm(p.pid);
+                p
+            })
+            .collect()
+    }
+}
+
+/// Wakers listed per crossing.
+const MAX_WAKERS: usize = 5;

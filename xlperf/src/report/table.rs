@@ -57,6 +57,193 @@ fn long_nifs(summary: &Summary, out: &mut String) {
     );
 }
 
+/// The detectors' findings other than long NIFs (which have their own section above).
+fn findings(summary: &Summary, out: &mut String) {
+    let found: Vec<_> = summary
+        .insights
+        .iter()
+        .filter(|i| i.kind != "long_nif")
+        .collect();
+    if found.is_empty() {
+        return;
+    }
+    out.push_str(
+        "INSIGHTS
+",
+    );
+    for insight in found {
+        let _ = writeln!(
+            out,
+            "  {}: {} (pid {})",
+            insight.kind, insight.message, insight.pid
+        );
+    }
+    out.push('\n');
+}
+
+/// Left-aligns the first `left` columns and right-aligns the others.
+fn aligned(rows: &[Vec<String>], left: usize, out: &mut String) {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        widths.resize(widths.len().max(row.len()), 0);
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::from("  ");
+        for (i, cell) in row.iter().enumerate() {
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            if i < left {
+                line.push_str(cell);
+                line.push_str(&pad);
+            } else {
+                line.push_str(&pad);
+                line.push_str(cell);
+            }
+            line.push_str("  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// Bytes with a binary unit.
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if bytes < 1024 {
+        format!("{bytes}B")
+    } else if bytes < 1 << 20 {
+        format!("{:.1}KiB", b / 1024.0)
+    } else if bytes < 1 << 30 {
+        format!("{:.1}MiB", b / f64::from(1u32 << 20))
+    } else {
+        format!("{:.2}GiB", b / f64::from(1u32 << 30))
+    }
+}
+
+/// `--alloc`: per crossing, then per process.
+fn allocations(summary: &Summary, out: &mut String) {
+    let Some(recording) = &summary.alloc else {
+        return;
+    };
+    out.push_str(
+        "\nALLOCATIONS charged to the innermost traced call (INCL. adds calls nested in it)\n",
+    );
+    let mut rows = vec![vec![
+        "FUNCTION".to_owned(),
+        "ALLOCS".into(),
+        "BYTES".into(),
+        "FREES".into(),
+        "FREED".into(),
+        "LIVE".into(),
+        "INCL. BYTES".into(),
+        "MMAP".into(),
+    ]];
+    for b in &summary.boundaries {
+        let Some(alloc) = &b.alloc else { continue };
+        let incl = b.inclusive.as_ref().and_then(|i| i.alloc.as_ref());
+        rows.push(vec![
+            b.function.clone(),
+            alloc.fields.alloc_count.to_string(),
+            human_bytes(alloc.fields.alloc_bytes),
+            alloc.fields.free_count.to_string(),
+            human_bytes(alloc.fields.free_bytes),
+            human_bytes(alloc.live_bytes),
+            human_bytes(incl.map_or(0, |i| i.alloc_bytes)),
+            human_bytes(alloc.fields.mmap_bytes),
+        ]);
+    }
+    for p in summary.processes.iter().flatten() {
+        rows.push(vec![
+            format!("(pid {} {}, all threads)", p.pid, p.comm),
+            p.alloc_count.to_string(),
+            human_bytes(p.alloc_bytes),
+            p.free_count.to_string(),
+            human_bytes(p.free_bytes),
+            human_bytes(p.live_bytes),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    aligned(&rows, 1, out);
+    let untracked: u64 = summary
+        .processes
+        .iter()
+        .flatten()
+        .map(|p| p.frees_untracked)
+        .sum();
+    if untracked > 0 || recording.live_evicted > 0 {
+        let _ = writeln!(
+            out,
+            "  {untracked} frees of blocks allocated before the recording (sizes unknown, not counted as FREES); {} blocks evicted from the live map (raise --alloc-live-max)",
+            recording.live_evicted
+        );
+    }
+}
+
+/// `--sched`: per crossing, then the threads that waited longest for a CPU.
+fn scheduling(summary: &Summary, out: &mut String) {
+    let Some(threads) = &summary.threads else {
+        return;
+    };
+    if summary.boundaries.iter().any(|b| b.sched.is_some()) {
+        out.push_str("\nSCHEDULING of the innermost traced call: on CPU, blocked, and runnable waiting for a CPU\n");
+        let mut rows = vec![vec![
+            "FUNCTION".to_owned(),
+            "ON-CPU".into(),
+            "BLOCKED".into(),
+            "RUN-QUEUE".into(),
+            "SWITCHES".into(),
+            "WOKEN BY".into(),
+        ]];
+        for b in &summary.boundaries {
+            let Some(sched) = &b.sched else { continue };
+            rows.push(vec![
+                b.function.clone(),
+                human_ns(sched.fields.oncpu_ns),
+                human_ns(sched.fields.offcpu_ns),
+                human_ns(sched.fields.runq_ns),
+                sched.fields.switches.to_string(),
+                sched
+                    .wakers
+                    .first()
+                    .map(|w| format!("{} ({}) ×{}", w.comm, w.pid, w.count))
+                    .unwrap_or_default(),
+            ]);
+        }
+        aligned(&rows, 1, out);
+    }
+    let waiting: Vec<_> = threads
+        .iter()
+        .filter(|t| t.runq.count > 0)
+        .take(5)
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    out.push_str("\nRUN-QUEUE LATENCY by thread (time runnable before getting a CPU)\n");
+    let mut rows = vec![vec![
+        "THREAD".to_owned(),
+        "WAITS".into(),
+        "TOTAL".into(),
+        "P50".into(),
+        "P99".into(),
+        "MAX".into(),
+    ]];
+    for t in waiting {
+        rows.push(vec![
+            format!("{} {} (pid {})", t.tid, t.comm, t.pid),
+            t.runq.count.to_string(),
+            human_ns(t.runq.total_ns),
+            human_ns(t.runq.p50_ns),
+            human_ns(t.runq.p99_ns),
+            human_ns(t.runq.max_ns),
+        ]);
+    }
+    aligned(&rows, 1, out);
+}
+
 /// Where a NIF's calls ran: `normal`, `dirty-cpu`, `dirty-io`, `other` or `mixed`.
 fn scheduler_of(b: &super::BoundarySummary) -> String {
     let Some(nif) = &b.nif else {
@@ -84,6 +271,7 @@ fn scheduler_of(b: &super::BoundarySummary) -> String {
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     long_nifs(summary, &mut out);
+    findings(summary, &mut out);
     let any_nif = summary.boundaries.iter().any(|b| b.nif.is_some());
     let multi_pid = {
         let mut pids: Vec<u32> = summary.boundaries.iter().map(|b| b.pid).collect();
@@ -149,6 +337,9 @@ pub fn render(summary: &Summary) -> String {
             out.push('\n');
         }
     }
+
+    allocations(summary, &mut out);
+    scheduling(summary, &mut out);
 
     let overhead = summary.probe_cost_ns.saturating_mul(calls);
     let _ = write!(

@@ -60,6 +60,11 @@ pub fn vm_of_pid(pid: u32) -> Result<Option<PathBuf>, ProbeError> {
         .map(|p| maps::host_path(pid, p)))
 }
 
+/// Is `boundary` one of the NIF dispatch probes' ids, which userspace names per call?
+pub fn is_dispatch(boundary: u32) -> bool {
+    boundary == xlperf_common::NIF_DISPATCH_NORMAL || boundary == xlperf_common::NIF_DISPATCH_DIRTY
+}
+
 /// Processes running the VM at `vm` now.
 pub fn running(vm: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

@@ -194,9 +194,28 @@ impl NifTracing {
     /// calls that were not user NIFs. The NIF tables are read after the calls were: a
     /// library's table is emitted before any of its calls, so every table the batch
     /// needs is in by now.
-    pub fn name_batch(&mut self, batch: &mut Vec<CallRecord>, table: &mut BoundaryTable) {
+    pub fn name_batch<T>(
+        &mut self,
+        batch: &mut Vec<T>,
+        table: &mut BoundaryTable,
+        call: impl Fn(&mut T) -> &mut CallRecord,
+    ) {
         self.drain_tables(table);
-        batch.retain_mut(|record| self.name(record, table));
+        batch.retain_mut(|item| self.name(call(item), table));
+    }
+
+    /// The boundary of the NIF at `address` in `pid`, for figures other than calls (off-CPU
+    /// periods, live blocks): the call counters of the resolver are left alone.
+    pub fn boundary_of(
+        &mut self,
+        pid: u32,
+        address: u64,
+        table: &mut BoundaryTable,
+    ) -> Option<u32> {
+        let counts = (self.resolver.vm_internal, self.resolver.unresolved);
+        let id = self.resolver.resolve(pid, address, table);
+        (self.resolver.vm_internal, self.resolver.unresolved) = counts;
+        id
     }
 
     /// Takes in the NIF tables of libraries loaded since the last call.
