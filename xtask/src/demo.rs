@@ -43,14 +43,16 @@ pub fn run() -> anyhow::Result<()> {
         .arg(&lib_s);
     cmd::run(&mut python)?;
 
-    println!("\n=== 2. A C program calling the same library, and libc's malloc and free ===\n");
+    println!(
+        "\n=== 2. A C program calling the same library: what each call allocated, leaked, and waited for ===\n"
+    );
     let mut c = Command::new(&xlperf);
     c.args([
         "record",
         "--ffi",
         &format!("{lib_s}:thumb_*"),
-        "--ffi",
-        "libc.so.6:{malloc,free}",
+        "--alloc",
+        "--sched",
         "--",
     ])
     .arg(&batch);
@@ -74,6 +76,11 @@ How to read it: one row per function that crossed the boundary, sorted by TOTAL,
 inclusive wall time of all its calls; P50..MAX are per-call latencies. thumb_resize does
 the CPU work; thumb_flush makes few calls, each one long (it waits, it does not compute);
 thumb_encode's time includes the thumb_checksum it calls, which also has its own row.
+In the C run, --alloc charges each malloc and free to the innermost traced call: the
+program's own mallocs land outside any crossing (the per-process line), while
+thumb_encode keeps every block it allocates (LIVE), all through the run: the leak
+insight. --sched splits each call's time into on-CPU, blocked and run-queue time:
+thumb_flush is blocked, not busy.
 In the Erlang run, LONG NIF CALLS lists NIFs that held a normal scheduler for over 1 ms:
 on OTP 25, pbkdf2_hmac_nif runs its whole key derivation there.
 

@@ -142,6 +142,15 @@ fn allocations(summary: &Summary, out: &mut String) {
     ]];
     for b in &summary.boundaries {
         let Some(alloc) = &b.alloc else { continue };
+        // Rows with nothing charged are noise here; the main table lists every function.
+        if alloc.fields.alloc_count + alloc.fields.free_count + alloc.fields.mmap_count == 0
+            && b.inclusive
+                .as_ref()
+                .and_then(|i| i.alloc.as_ref())
+                .is_none_or(|i| i.alloc_count == 0)
+        {
+            continue;
+        }
         let incl = b.inclusive.as_ref().and_then(|i| i.alloc.as_ref());
         rows.push(vec![
             b.function.clone(),
