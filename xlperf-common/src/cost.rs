@@ -122,6 +122,30 @@ pub struct ThreadState {
     pub alloc_size: u64,
     /// realloc's old block, or posix_memalign's `memptr`.
     pub alloc_arg: u64,
+    /// With `--alloc-sample`: bytes still to allocate before the next block is tracked.
+    pub sample_left: u64,
+}
+
+/// Allocation settings userspace writes before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocConfig {
+    /// Track one block per this many bytes allocated (0: track every block). Counts and
+    /// allocated bytes stay exact; frees and live bytes become estimates.
+    pub sample_bytes: u64,
+}
+
+impl AllocConfig {
+    /// What a tracked block of `size` bytes stands for, as (blocks, bytes): itself without
+    /// sampling, else one sampling period's worth of bytes (blocks of at least a period
+    /// are always tracked).
+    #[must_use]
+    pub fn weight(&self, size: u64) -> (u64, u64) {
+        if self.sample_bytes == 0 || size >= self.sample_bytes {
+            return (1, size);
+        }
+        (self.sample_bytes / size.max(1), self.sample_bytes)
+    }
 }
 
 /// Key of a block in the live-allocation map.
@@ -165,7 +189,8 @@ pub struct TracepointLayout {
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        CostedCallRecord, LiveBlock, LiveKey, OffCpuRecord, ThreadState, TracepointLayout,
+        AllocConfig, CostedCallRecord, LiveBlock, LiveKey, OffCpuRecord, ThreadState,
+        TracepointLayout,
     };
 
     // SAFETY (all five): #[repr(C)], Copy, made only of integers and byte arrays with
@@ -181,12 +206,14 @@ mod user {
     unsafe impl aya::Pod for TracepointLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ThreadState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for AllocConfig {}
 }
 
 const _: () = assert!(core::mem::size_of::<Cost>() == 80);
 const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 128);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 80 + 32);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 80 + 40);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
 // The ring carries three kinds of item told apart by size.

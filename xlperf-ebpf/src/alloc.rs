@@ -6,10 +6,10 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::{ProbeContext, RetProbeContext},
 };
-use xlperf_common::{CallStack, LiveBlock, LiveKey, alloc_kind};
+use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey, alloc_kind};
 
 use crate::stack;
 
@@ -20,6 +20,14 @@ const LIVE_BLOCKS_MAX: u32 = 262_144;
 #[map]
 static LIVE_BLOCKS: LruHashMap<LiveKey, LiveBlock> =
     LruHashMap::with_max_entries(LIVE_BLOCKS_MAX, 0);
+
+/// `--alloc-sample`, written by userspace.
+#[map]
+static ALLOC_CONFIG: Array<AllocConfig> = Array::with_max_entries(1, 0);
+
+fn config() -> AllocConfig {
+    ALLOC_CONFIG.get(0).copied().unwrap_or_default()
+}
 
 #[uprobe]
 pub fn malloc_entry(ctx: ProbeContext) -> u32 {
@@ -161,9 +169,18 @@ fn finish(ret: u64) {
 }
 
 fn allocated(stack: &mut CallStack, tgid: u32, tid: u32, ptr: u64, size: u64) {
-    let (cost, boundary, target) = stack::top_cost(stack);
-    cost.alloc_count += 1;
-    cost.alloc_bytes += size;
+    let period = config().sample_bytes;
+    if period > 0 && size < period {
+        // Sampling by bytes: one small block per `period` bytes is tracked.
+        let left = stack.thread.sample_left;
+        if left > size {
+            stack.thread.sample_left = left - size;
+            count_allocation(stack, size);
+            return;
+        }
+        stack.thread.sample_left = period - (size - left);
+    }
+    let (boundary, target) = count_allocation(stack, size);
     let key = LiveKey { tgid, _pad: 0, ptr };
     let block = LiveBlock {
         size,
@@ -178,18 +195,31 @@ fn allocated(stack: &mut CallStack, tgid: u32, tid: u32, ptr: u64, size: u64) {
     }
 }
 
+/// Counts are exact even when sampling: only tracking blocks costs map updates.
+fn count_allocation(stack: &mut CallStack, size: u64) -> (u32, u64) {
+    let (cost, boundary, target) = stack::top_cost(stack);
+    cost.alloc_count += 1;
+    cost.alloc_bytes += size;
+    (boundary, target)
+}
+
 fn freed(stack: &mut CallStack, tgid: u32, ptr: u64) {
     let key = LiveKey { tgid, _pad: 0, ptr };
     // SAFETY: the value is copied out before the entry is removed.
     let size = unsafe { LIVE_BLOCKS.get(&key) }.map(|b| b.size);
+    let config = config();
     let Some(size) = size else {
-        stack.thread.frees_untracked += 1;
+        // When sampling, most frees are of blocks never tracked: not a finding.
+        if config.sample_bytes == 0 {
+            stack.thread.frees_untracked += 1;
+        }
         return;
     };
     if LIVE_BLOCKS.remove(&key).is_ok() {
         stack::bump(|c| &mut c.live_removed);
     }
+    let (count, bytes) = config.weight(size);
     let (cost, _, _) = stack::top_cost(stack);
-    cost.free_count += 1;
-    cost.free_bytes += size;
+    cost.free_count += count;
+    cost.free_bytes += bytes;
 }

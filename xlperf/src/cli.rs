@@ -111,6 +111,13 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = 262_144, value_name = "N", value_parser = clap::value_parser!(u32).range(64..))]
     pub alloc_live_max: u32,
 
+    /// Sample allocations by bytes for hot allocators: track one block per BYTES allocated
+    /// (e.g. 64K) instead of every block. Allocation counts and bytes stay exact; frees and
+    /// live bytes become estimates (each tracked block stands for BYTES), and the summary
+    /// says so.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, requires = "alloc")]
+    pub alloc_sample: Option<u64>,
+
     /// Trace scheduling of the target's threads: on-CPU time, off-CPU time (blocked, and
     /// runnable but waiting for a CPU) and switches per traced call, who woke each blocked
     /// call, and run-queue latency per thread.
@@ -199,6 +206,27 @@ impl FfiSpec {
     }
 }
 
+/// Parses a positive byte count such as `4096`, `64K` or `1M`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("invalid byte count {text:?}: use a positive number, e.g. 4096, 64K or 1M");
+    let (number, shift) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
+        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(shift).filter(|b| b >> shift == n))
+        .ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(bad());
+    }
+    Ok(bytes)
+}
+
 /// Like [`parse_duration`], but `0` is allowed (meaning "skip").
 pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
@@ -244,6 +272,16 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         for bad in ["", "s", "10x", "-1s", "0", "ten", "1e400s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64K"), Ok(65536));
+        assert_eq!(parse_bytes("3m"), Ok(3 << 20));
+        for bad in ["", "0", "K", "-1", "1.5K", "99999999999999999999"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

@@ -17,8 +17,8 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 use xlperf_common::{
-    CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallRecord, CallStack, Cost, Counters, LiveBlock, LiveKey,
-    NO_BOUNDARY, OffCpuRecord,
+    AllocConfig, CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallRecord, CallStack, Cost, Counters,
+    LiveBlock, LiveKey, NO_BOUNDARY, OffCpuRecord,
 };
 
 use crate::{
@@ -200,6 +200,9 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         Targets::Command(_) => child.iter().map(|c| c.pid().get()).collect(),
         Targets::All => Vec::new(),
     };
+    if let Some(sample_bytes) = args.alloc_sample {
+        crate::probe::alloc::configure(&mut ebpf, AllocConfig { sample_bytes })?;
+    }
     if let Some(layout) = layout {
         tracepoints::write_layout(&mut ebpf, layout)?;
         for &pid in &target_pids {
@@ -330,6 +333,9 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             if args.alloc {
                 let remaining = read_live(
                     &ebpf,
+                    AllocConfig {
+                        sample_bytes: args.alloc_sample.unwrap_or(0),
+                    },
                     costs,
                     collector.nif.as_mut(),
                     &mut collector.table,
@@ -417,6 +423,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }),
         alloc: alloc.map(|found| AllocRecording {
             live_capacity: args.alloc_live_max,
+            sample_bytes: args.alloc_sample,
             live_evicted,
             probes: found.iter().flat_map(AllocTracing::probes).collect(),
         }),
@@ -671,6 +678,7 @@ fn read_threads(
 /// blocks the map held.
 fn read_live(
     ebpf: &Ebpf,
+    config: AllocConfig,
     costs: &mut CostAggregator,
     mut nif: Option<&mut NifTracing>,
     table: &mut BoundaryTable,
@@ -696,7 +704,12 @@ fn read_live(
             (b, _) => b,
         };
         let quarter = (block.ns.saturating_sub(started_ns).saturating_mul(4) / span) as usize;
-        costs.live(key.tgid, boundary, block.size, quarter.min(3));
+        costs.live(
+            key.tgid,
+            boundary,
+            config.weight(block.size).1,
+            quarter.min(3),
+        );
     }
     Ok(count)
 }

@@ -47,6 +47,7 @@ pub const CALL_STACKS: &str = "CALL_STACKS";
 pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
 pub const LAYOUT: &str = "LAYOUT";
 pub const TARGETS: &str = "TARGETS";
+pub const ALLOC_CONFIG: &str = "ALLOC_CONFIG";
 
 /// Size of the call-record ring buffer unless the user asks otherwise.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;

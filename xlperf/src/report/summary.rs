@@ -60,6 +60,9 @@ pub struct Summary {
 pub struct AllocRecording {
     /// Most blocks tracked as live at once (`--alloc-live-max`).
     pub live_capacity: u32,
+    /// `--alloc-sample`: one block tracked per this many bytes; `free_count`, `free_bytes`
+    /// and `live_bytes` are then estimates (allocation counts and bytes stay exact).
+    pub sample_bytes: Option<u64>,
     /// Blocks forgotten because the live map was full: their frees count as untracked and
     /// their bytes are missing from `live_bytes`.
     pub live_evicted: u64,

@@ -182,6 +182,13 @@ fn allocations(summary: &Summary, out: &mut String) {
         .flatten()
         .map(|p| p.frees_untracked)
         .sum();
+    if let Some(sample) = recording.sample_bytes {
+        let _ = writeln!(
+            out,
+            "  sampled: one block tracked per {} allocated; FREES, FREED and LIVE are estimates (ALLOCS and BYTES are exact)",
+            human_bytes(sample)
+        );
+    }
     if untracked > 0 || recording.live_evicted > 0 {
         let _ = writeln!(
             out,
