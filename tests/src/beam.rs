@@ -7,7 +7,9 @@
 //!   Sleeps times (normal scheduler), `dirty_sleep_ms(DirtyMs)` Dirty times (dirty CPU
 //!   scheduler), `io_sleep_ms(DirtyMs)` Io times (dirty I/O scheduler), from xl_nif.c;
 //! - `rustler Adds Heavy HeavyMs`: `add(1, 2)` Adds times and `heavy(HeavyMs)` Heavy
-//!   times (dirty CPU scheduler), from the Rustler crate.
+//!   times (dirty CPU scheduler), from the Rustler crate;
+//! - `alloc K S F M` (Erlang only): `xl_alloc_nif:alloc_blocks(K, S, F)` M times, each
+//!   K × `enif_alloc(S)` with the first F freed and the rest leaked (xl_alloc_nif.c).
 //!
 //! They print `ready`, wait for a line on stdin, do the calls, print `sum S` (`hashes N`
 //! in crypto mode) and `done`, and exit 0. `nowait` skips ready/go (for a program the
@@ -30,10 +32,13 @@ use crate::{build_dir, run_ok, workload_src};
 
 /// The built BEAM workloads.
 pub struct BeamWorkloads {
-    /// The `-pa` directory: beam_driver.beam, xl_nif.beam, Elixir.XlRnif.beam.
+    /// The `-pa` directory: beam_driver.beam, xl_nif.beam, xl_alloc_nif.beam,
+    /// Elixir.XlRnif.beam.
     pub dir: PathBuf,
     /// xl_nif.c built for the Erlang module `xl_nif`.
     pub nif_so: PathBuf,
+    /// xl_alloc_nif.c (the Erlang module `xl_alloc_nif`, allocating with enif_alloc).
+    pub alloc_nif_so: PathBuf,
     /// xl_nif.c built for the Elixir module `Elixir.XlNif` (elixir_driver.exs).
     pub elixir_nif_so: PathBuf,
     /// The Elixir driver script (run in place: Elixir compiles it in memory).
@@ -47,14 +52,19 @@ pub fn beam_workloads() -> &'static BeamWorkloads {
         let dir = build_dir("beam");
         let src = workload_src("beam");
         run_ok(
-            Command::new("erlc")
-                .arg("-o")
-                .arg(&dir)
-                .args(["beam_driver.erl", "xl_nif.erl", "Elixir.XlRnif.erl"].map(|f| src.join(f))),
+            Command::new("erlc").arg("-o").arg(&dir).args(
+                [
+                    "beam_driver.erl",
+                    "xl_nif.erl",
+                    "xl_alloc_nif.erl",
+                    "Elixir.XlRnif.erl",
+                ]
+                .map(|f| src.join(f)),
+            ),
         );
         let include =
             erl_eval(r#"io:format("~s", [filename:join([code:root_dir(), "usr", "include"])])"#);
-        let nif = |module: &str, out: PathBuf| {
+        let nif = |source: &str, module: &str, out: PathBuf| {
             run_ok(
                 Command::new("gcc")
                     .args(["-O2", "-g", "-fPIC", "-shared"])
@@ -62,13 +72,18 @@ pub fn beam_workloads() -> &'static BeamWorkloads {
                     .arg(format!("-DXL_MODULE={module}"))
                     .arg("-o")
                     .arg(&out)
-                    .arg(src.join("xl_nif.c")),
+                    .arg(src.join(source)),
             );
             out
         };
         BeamWorkloads {
-            nif_so: nif("xl_nif", dir.join("xl_nif.so")),
-            elixir_nif_so: nif("Elixir.XlNif", dir.join("xl_nif_elixir.so")),
+            nif_so: nif("xl_nif.c", "xl_nif", dir.join("xl_nif.so")),
+            elixir_nif_so: nif("xl_nif.c", "Elixir.XlNif", dir.join("xl_nif_elixir.so")),
+            alloc_nif_so: nif(
+                "xl_alloc_nif.c",
+                "xl_alloc_nif",
+                dir.join("xl_alloc_nif.so"),
+            ),
             elixir_script: src.join("elixir_driver.exs"),
             dir,
         }
@@ -165,17 +180,22 @@ impl BeamInvocation {
 }
 
 /// `erl -noshell -pa DIR -s beam_driver main ARGS...` with XL_NIF_SO (and XL_RNIF_SO,
-/// building the Rustler crate, when ARGS name the rustler mode).
+/// building the Rustler crate, when ARGS name the rustler mode; XL_ALLOC_NIF_SO when
+/// they name the alloc mode).
 pub fn erl_invocation(w: &BeamWorkloads, args: &[&str]) -> BeamInvocation {
     let mut full: Vec<String> = ["-noshell", "-pa", crate::s(&w.dir), "-s", "beam_driver"]
         .map(String::from)
         .into();
     full.push("main".into());
     full.extend(args.iter().map(|a| a.to_string()));
+    let mut env = nif_env(&w.nif_so, args);
+    if args.contains(&"alloc") {
+        env.push(("XL_ALLOC_NIF_SO".to_string(), load_path(&w.alloc_nif_so)));
+    }
     BeamInvocation {
         program: on_path("erl"),
         args: full,
-        env: nif_env(&w.nif_so, args),
+        env,
     }
 }
 

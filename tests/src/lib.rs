@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod alloc;
 pub mod beam;
 
 /// The workspace root.

@@ -3,6 +3,8 @@
 //! no probe, an empty aya uprobe (entry only, and entry+return) at the symbol and at
 //! xlperf's chosen site, xlperf itself, and bpftrace (uprobe + uretprobe + hist). All in
 //! one run on one machine; every number is the mean over N calls, median of the runs.
+//! Then the allocation bench (`alloc`): malloc/free pairs per second under no tracer,
+//! `xlperf record --alloc` and bpftrace.
 
 use std::{
     fs::File,
@@ -17,6 +19,8 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::{cmd, root, setup};
+
+mod alloc;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Tracer {
@@ -35,6 +39,11 @@ struct Paths {
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
     cmd::require_root("bench")?;
+    if let Ok(x) = std::env::var("TMP_ALLOC_ONLY") {
+        let dir = root().join("target/xlperf-bench");
+        std::fs::create_dir_all(&dir)?;
+        return alloc::run(Path::new(&x), &dir, quick);
+    }
     setup::build_toolchain()?;
     if setup::which("bpftrace").is_err() {
         setup::test_toolchains()?;
@@ -67,7 +76,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         results.push((label, row));
     }
     print_results(&results, calls);
-    Ok(())
+    alloc::run(&paths.xlperf, &dir, quick)
 }
 
 struct Row {

@@ -14,6 +14,9 @@
 %%   rustler Adds Heavy HeavyMs
 %%       'Elixir.XlRnif':add(1, 2) Adds times, 'Elixir.XlRnif':heavy(HeavyMs) Heavy
 %%       times (dirty CPU scheduler); needs XL_RNIF_SO
+%%   alloc K S F M
+%%       xl_alloc_nif:alloc_blocks(K, S, F) M times (K x enif_alloc(S), F of them freed,
+%%       K - F leaked, per call); prints "leaked M*(K-F)"; needs XL_ALLOC_NIF_SO
 %%
 %% Protocol: prints "ready", waits for a line ("go") on stdin, does the calls, prints
 %% "sum S" (the sum of the add results; "hashes N" in crypto mode) and "done", halts
@@ -68,12 +71,18 @@ mode(["rustler", Adds, Heavy, HeavyMs]) ->
         repeat(fun() -> Ms = 'Elixir.XlRnif':heavy(Ms) end, int(Heavy)),
         {sum, Sum}
     end};
+mode(["alloc", K, S, F, M]) ->
+    Leaked = int(K) - int(F),
+    {xl_alloc_nif, fun() ->
+        repeat(fun() -> Leaked = xl_alloc_nif:alloc_blocks(int(K), int(S), int(F)) end, int(M)),
+        {leaked, Leaked * int(M)}
+    end};
 mode(["files", N]) ->
     {file, fun() -> {files, read_files(int(N), 0)} end};
 mode(Other) ->
     erlang:error({usage, Other,
                   "[preload] [nowait] crypto N | nif Adds Sleeps SleepMs Dirty DirtyMs Io"
-                  " | rustler Adds Heavy HeavyMs"}).
+                  " | rustler Adds Heavy HeavyMs | files N | alloc K S F M"}).
 
 int(S) -> list_to_integer(S).
 
