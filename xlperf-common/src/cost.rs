@@ -22,6 +22,9 @@ pub struct Cost {
     pub runq_ns: u64,
     /// Times the thread was switched out.
     pub switches: u64,
+    /// Kernel allocations (kmalloc, slab caches, pages) made on the thread (`--kmem`).
+    pub kmem_count: u64,
+    pub kmem_bytes: u64,
 }
 
 impl Cost {
@@ -39,6 +42,8 @@ impl Cost {
             offcpu_ns: f(self.offcpu_ns, other.offcpu_ns),
             runq_ns: f(self.runq_ns, other.runq_ns),
             switches: f(self.switches, other.switches),
+            kmem_count: f(self.kmem_count, other.kmem_count),
+            kmem_bytes: f(self.kmem_bytes, other.kmem_bytes),
         }
     }
 
@@ -183,7 +188,11 @@ pub struct TracepointLayout {
     pub mmap_len: u32,
     pub mmap_flags: u32,
     pub munmap_len: u32,
-    pub _pad: u32,
+    /// `bytes_alloc` of kmem/kmalloc and kmem/kmem_cache_alloc, `order` of
+    /// kmem/mm_page_alloc (0 when `--kmem` is off).
+    pub kmalloc_bytes: u32,
+    pub cache_alloc_bytes: u32,
+    pub page_alloc_order: u32,
 }
 
 #[cfg(feature = "user")]
@@ -210,12 +219,12 @@ mod user {
     unsafe impl aya::Pod for AllocConfig {}
 }
 
-const _: () = assert!(core::mem::size_of::<Cost>() == 80);
-const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<Cost>() == 96);
+const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 144);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 80 + 40);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 40);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
 // The ring carries three kinds of item told apart by size.
 const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 64);
-const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 128);
+const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 144);

@@ -118,9 +118,9 @@ mod user {
 }
 
 const _: () = assert!(core::mem::size_of::<CallRecord>() == 48);
-const _: () = assert!(core::mem::size_of::<Frame>() == 32 + 80);
+const _: () = assert!(core::mem::size_of::<Frame>() == 32 + 96);
 const _: () = assert!(
     core::mem::size_of::<CallStack>()
-        == 8 + 112 * MAX_DEPTH + core::mem::size_of::<crate::ThreadState>()
+        == 8 + 128 * MAX_DEPTH + core::mem::size_of::<crate::ThreadState>()
 );
 const _: () = assert!(core::mem::size_of::<Counters>() == 56);

@@ -42,7 +42,8 @@ pub fn munmap_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn charge(f: impl FnOnce(&mut xlperf_common::Cost)) {
+/// Charges a tracepoint event to the current thread, when it belongs to a target.
+pub fn charge(f: impl FnOnce(&mut xlperf_common::Cost)) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !stack::is_target(tgid) {

@@ -118,6 +118,11 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes, requires = "alloc")]
     pub alloc_sample: Option<u64>,
 
+    /// With --alloc: also count kernel allocations (kmalloc, slab caches, pages) made on
+    /// the target's threads, charged to the crossing whose system calls made them.
+    #[arg(long, requires = "alloc")]
+    pub kmem: bool,
+
     /// Trace scheduling of the target's threads: on-CPU time, off-CPU time (blocked, and
     /// runnable but waiting for a CPU) and switches per traced call, who woke each blocked
     /// call, and run-queue latency per thread.

@@ -143,7 +143,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         None
     };
     let layout = if args.alloc || args.sched {
-        Some(tracepoints::layout()?)
+        Some(tracepoints::layout(args.kmem)?)
     } else {
         None
     };
@@ -224,6 +224,15 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             (loader::MUNMAP_ENTER, "sys_enter_munmap"),
         ] {
             tracepoints::attach(&mut ebpf, &mut links, program, "syscalls", name)?;
+        }
+        if args.kmem {
+            for name in [
+                loader::KMALLOC,
+                loader::KMEM_CACHE_ALLOC,
+                loader::MM_PAGE_ALLOC,
+            ] {
+                tracepoints::attach(&mut ebpf, &mut links, name, "kmem", name)?;
+            }
         }
         for (tracing, &pid) in alloc.iter().zip(&target_pids) {
             let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
@@ -381,6 +390,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let costs = costs.as_ref().map(|aggregator| Costs {
         aggregator,
         alloc: args.alloc,
+        kmem: args.kmem,
         sched: args.sched,
     });
     let thread_comm = |tid: u32| {

@@ -69,8 +69,9 @@ impl Format {
     }
 }
 
-/// Reads the field offsets the programs need from tracefs (mounting it if needed).
-pub fn layout() -> Result<TracepointLayout, ProbeError> {
+/// Reads the field offsets the programs need from tracefs (mounting it if needed); those
+/// of the kmem tracepoints only for `--kmem`.
+pub fn layout(kmem: bool) -> Result<TracepointLayout, ProbeError> {
     tracefs::ensure_mounted().map_err(|source| ProbeError::Tracefs { source })?;
     let switch = Format::read("sched", "sched_switch")?;
     let waking = Format::read("sched", "sched_waking")?;
@@ -78,6 +79,21 @@ pub fn layout() -> Result<TracepointLayout, ProbeError> {
     let mmap = Format::read("syscalls", "sys_enter_mmap")?;
     let munmap = Format::read("syscalls", "sys_enter_munmap")?;
     let (prev_state, prev_state_size) = switch.field("sched_switch", "prev_state")?;
+    let (kmalloc_bytes, cache_alloc_bytes, page_alloc_order) = if kmem {
+        (
+            Format::read("kmem", "kmalloc")?
+                .field("kmalloc", "bytes_alloc")?
+                .0,
+            Format::read("kmem", "kmem_cache_alloc")?
+                .field("kmem_cache_alloc", "bytes_alloc")?
+                .0,
+            Format::read("kmem", "mm_page_alloc")?
+                .field("mm_page_alloc", "order")?
+                .0,
+        )
+    } else {
+        (0, 0, 0)
+    };
     Ok(TracepointLayout {
         switch_prev_pid: switch.field("sched_switch", "prev_pid")?.0,
         switch_prev_state: prev_state,
@@ -88,7 +104,9 @@ pub fn layout() -> Result<TracepointLayout, ProbeError> {
         mmap_len: mmap.field("sys_enter_mmap", "len")?.0,
         mmap_flags: mmap.field("sys_enter_mmap", "flags")?.0,
         munmap_len: munmap.field("sys_enter_munmap", "len")?.0,
-        _pad: 0,
+        kmalloc_bytes,
+        cache_alloc_bytes,
+        page_alloc_order,
     })
 }
 

@@ -80,6 +80,11 @@ pub struct AllocFields {
     pub mmap_count: u64,
     pub mmap_bytes: u64,
     pub munmap_bytes: u64,
+    /// Kernel allocations made on the thread (`--kmem`; absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kmem_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kmem_bytes: Option<u64>,
 }
 
 /// Scheduler figures of a crossing.
@@ -360,11 +365,14 @@ fn nif_summary(
 pub struct Costs<'a> {
     pub aggregator: &'a CostAggregator,
     pub alloc: bool,
+    pub kmem: bool,
     pub sched: bool,
 }
 
-fn alloc_fields(cost: &xlperf_common::Cost) -> AllocFields {
+fn alloc_fields(cost: &xlperf_common::Cost, kmem: bool) -> AllocFields {
     AllocFields {
+        kmem_count: kmem.then_some(cost.kmem_count),
+        kmem_bytes: kmem.then_some(cost.kmem_bytes),
         alloc_count: cost.alloc_count,
         alloc_bytes: cost.alloc_bytes,
         free_count: cost.free_count,
@@ -395,7 +403,7 @@ impl Costs<'_> {
         }
         let cost = self.of(pid, id).cloned().unwrap_or_default();
         Some(AllocRow {
-            fields: alloc_fields(&cost.own),
+            fields: alloc_fields(&cost.own, self.kmem),
             live_bytes: cost.live_bytes,
             growing: cost.live_by_quarter.iter().all(|&q| q > 0),
         })
@@ -428,7 +436,7 @@ impl Costs<'_> {
     fn inclusive(&self, pid: u32, id: u32, total_ns: u64) -> Inclusive {
         let cost = self.of(pid, id).cloned().unwrap_or_default();
         Inclusive {
-            alloc: self.alloc.then(|| alloc_fields(&cost.inclusive)),
+            alloc: self.alloc.then(|| alloc_fields(&cost.inclusive, self.kmem)),
             sched: self.sched.then(|| sched_fields(&cost.inclusive, total_ns)),
         }
     }

@@ -140,10 +140,22 @@ fn allocations(summary: &Summary, out: &mut String) {
         "INCL. BYTES".into(),
         "MMAP".into(),
     ]];
+    let kmem = summary.boundaries.iter().any(|b| {
+        b.alloc
+            .as_ref()
+            .is_some_and(|a| a.fields.kmem_bytes.is_some())
+    });
+    if kmem {
+        rows[0].push("KERNEL".into());
+    }
     for b in &summary.boundaries {
         let Some(alloc) = &b.alloc else { continue };
         // Rows with nothing charged are noise here; the main table lists every function.
-        if alloc.fields.alloc_count + alloc.fields.free_count + alloc.fields.mmap_count == 0
+        if alloc.fields.alloc_count
+            + alloc.fields.free_count
+            + alloc.fields.mmap_count
+            + alloc.fields.kmem_count.unwrap_or(0)
+            == 0
             && b.inclusive
                 .as_ref()
                 .and_then(|i| i.alloc.as_ref())
@@ -162,6 +174,13 @@ fn allocations(summary: &Summary, out: &mut String) {
             human_bytes(incl.map_or(0, |i| i.alloc_bytes)),
             human_bytes(alloc.fields.mmap_bytes),
         ]);
+        if let (true, Some(row)) = (kmem, rows.last_mut()) {
+            row.push(format!(
+                "{} in {}",
+                human_bytes(alloc.fields.kmem_bytes.unwrap_or(0)),
+                alloc.fields.kmem_count.unwrap_or(0)
+            ));
+        }
     }
     for p in summary.processes.iter().flatten() {
         rows.push(vec![
