@@ -1,0 +1,53 @@
+/* xl_alloc_nif.c: a C NIF library that allocates with enif_alloc, for the --alloc tests.
+ *
+ *   gcc -O2 -g -fPIC -shared -I$ERTS_INCLUDE -o xl_alloc_nif.so xl_alloc_nif.c
+ *
+ * alloc_blocks/3  alloc_blocks(K, S, F): K x enif_alloc(S), then enif_free of the first
+ *                 F, the other K - F kept (leaked) in a global array; returns K - F.
+ *                 Per call: alloc_count K, alloc_bytes K*S, free_count F, free_bytes
+ *                 F*S, live K-F blocks of S bytes. It allocates nothing else: the
+ *                 block array is on the stack, the result a small integer.
+ *
+ * Every block is written through a volatile pointer. The leak array is not locked:
+ * the driver calls the NIF from one Erlang process, one call at a time. */
+#include <stddef.h>
+
+#include <erl_nif.h>
+
+#define XL_NIF __attribute__((visibility("default"), noipa)) ERL_NIF_TERM
+
+#define XL_BLOCKS_MAX 256
+#define XL_LEAK_MAX (1 << 16)
+
+static void *leaked[XL_LEAK_MAX];
+static size_t leaked_n;
+
+XL_NIF xl_alloc_nif_alloc_blocks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    int k, f;
+    unsigned long s;
+    void *b[XL_BLOCKS_MAX];
+    (void)argc;
+    if (!enif_get_int(env, argv[0], &k) || !enif_get_ulong(env, argv[1], &s) ||
+        !enif_get_int(env, argv[2], &f) || k < 0 || k > XL_BLOCKS_MAX || f < 0 || f > k ||
+        s == 0 || leaked_n + (size_t)(k - f) > XL_LEAK_MAX)
+        return enif_make_badarg(env);
+    for (int i = 0; i < k; i++) {
+        volatile unsigned char *v = b[i] = enif_alloc(s);
+        if (!b[i])
+            return enif_make_badarg(env); /* never, short of memory */
+        v[0] = 1;
+        v[s - 1] = 2;
+    }
+    for (int i = 0; i < f; i++)
+        enif_free(b[i]);
+    for (int i = f; i < k; i++)
+        leaked[leaked_n++] = b[i];
+    return enif_make_int(env, k - f);
+}
+
+static ErlNifFunc funcs[] = {
+    {"alloc_blocks", 3, xl_alloc_nif_alloc_blocks, 0},
+};
+
+ERL_NIF_INIT(xl_alloc_nif, funcs, NULL, NULL, NULL, NULL)
