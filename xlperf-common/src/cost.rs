@@ -129,6 +129,8 @@ pub struct ThreadState {
     pub alloc_arg: u64,
     /// With `--alloc-sample`: bytes still to allocate before the next block is tracked.
     pub sample_left: u64,
+    /// The thread's name when its state was created (it may be gone by the end).
+    pub comm: [u8; 16],
 }
 
 /// Allocation settings userspace writes before attaching.
@@ -222,7 +224,7 @@ mod user {
 const _: () = assert!(core::mem::size_of::<Cost>() == 96);
 const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 144);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 40);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 56);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
 // The ring carries three kinds of item told apart by size.

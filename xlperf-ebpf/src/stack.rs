@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -195,7 +195,13 @@ pub fn stack_of(tid: u32, tgid: u32) -> Option<*mut CallStack> {
     let _ = CALL_STACKS.insert(tid, empty, 1);
     let stack = CALL_STACKS.get_ptr_mut(tid)?;
     // SAFETY: a pointer to this thread's map value, from the lookup just made.
-    unsafe { (*stack).thread.tgid = tgid };
+    let thread = unsafe { &mut (*stack).thread };
+    thread.tgid = tgid;
+    // The name is current's only when the state is created from the thread itself (not
+    // for a new thread announced by its creator).
+    if bpf_get_current_pid_tgid() as u32 == tid {
+        thread.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
     Some(stack)
 }
 
