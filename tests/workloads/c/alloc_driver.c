@@ -5,6 +5,9 @@
  *   outer K S F M    M x xl_alloc_outer(K, S, F)
  *   variety S M      M x xl_alloc_variety(S)
  *   map N LEN M      M x xl_map(N, LEN)
+ *   pipes N M        M x xl_pipes(N)
+ *   leaky K S F M MS M x (xl_alloc_blocks(K, S, F); xl_sleep_ms(MS)): blocks leak
+ *                    all through the run, and half the time is spent asleep
  *   sleep MS N       N x xl_sleep_ms(MS)
  *   spin MS N        N x xl_spin_ms(MS), at nice -20
  *   runq same MS     two threads at nice -20, both pinned to CPU 0, each calls
@@ -174,6 +177,19 @@ int main(int argc, char **argv)
         long m = atol(argv[4]);
         for (long i = 0; i < m; i++)
             xl_map(n, len);
+    } else if (strcmp(mode, "pipes") == 0 && argc == 4) {
+        int n = atoi(argv[2]);
+        long m = atol(argv[3]);
+        for (long i = 0; i < m; i++)
+            xl_pipes(n);
+    } else if (strcmp(mode, "leaky") == 0 && argc == 7) {
+        int k = atoi(argv[2]), f = atoi(argv[4]), ms = atoi(argv[6]);
+        size_t s = strtoul(argv[3], NULL, 10);
+        long m = atol(argv[5]);
+        for (long i = 0; i < m; i++) {
+            xl_alloc_blocks(k, s, f);
+            xl_sleep_ms(ms);
+        }
     } else if (strcmp(mode, "sleep") == 0 && argc == 4) {
         int ms = atoi(argv[2]);
         long n = atol(argv[3]);

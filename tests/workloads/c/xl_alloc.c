@@ -39,6 +39,10 @@
  *   xl_spin_ms(ms)    busy loop on CLOCK_MONOTONIC (vDSO, no system call) until ms
  *                     of wall time have passed: never blocks
  *   xl_read_fd(fd)    one blocking read(2) of one byte; returns it, or -1
+ *
+ * Kernel allocations:
+ *   xl_pipes(n)       n x pipe(2) then close(2) of both ends: each pipe allocates kernel
+ *                     objects (pipe_inode_info, its buffers, two files), no user block
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -129,6 +133,17 @@ XL_API void xl_alloc_variety(size_t s)
     free(m);
     free(v);
     free(r);
+}
+
+XL_API void xl_pipes(int n)
+{
+    for (int i = 0; i < n; i++) {
+        int fds[2];
+        if (pipe(fds) != 0)
+            abort();
+        close(fds[0]);
+        close(fds[1]);
+    }
 }
 
 XL_API void xl_map(int n, size_t len)
