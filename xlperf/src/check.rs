@@ -21,7 +21,7 @@ use crate::{
         boundary::BoundaryTable,
         calibrate,
         loader::{self, CALL_RECORDS},
-        target, tracefs,
+        target, tracefs, tracepoints,
     },
     report::table::human_ns,
 };
@@ -89,19 +89,24 @@ pub fn run(pid: Option<u32>) -> bool {
         is_program_supported(ProgramType::TracePoint).map_err(|e| e.to_string()),
         "tracepoint programs unavailable",
     ));
-    if tracefs::has_tracepoint("sched", "sched_switch") {
-        lines.push(line(
+    // The fields --sched and --alloc read, from the running kernel's format files.
+    lines.push(match tracepoints::layout(false) {
+        Ok(_) => line(
             Verdict::Ok,
-            "sched tracepoints",
-            "sched/sched_switch present".into(),
-        ));
-    } else {
-        lines.push(line(
-            Verdict::Missing,
-            "sched tracepoints",
-            "sched/sched_switch not found in tracefs".into(),
-        ));
-    }
+            "--sched, --alloc",
+            "sched_switch, sched_waking, sched_wakeup_new, sys_enter_mmap/munmap formats read"
+                .into(),
+        ),
+        Err(e) => line(Verdict::Missing, "--sched, --alloc", e.to_string()),
+    });
+    lines.push(match tracepoints::layout(true) {
+        Ok(_) => line(
+            Verdict::Ok,
+            "--kmem",
+            "kmem/kmalloc, kmem_cache_alloc, mm_page_alloc formats read".into(),
+        ),
+        Err(e) => line(Verdict::Missing, "--kmem", e.to_string()),
+    });
     lines.push(feature(
         "perf event",
         is_program_supported(ProgramType::PerfEvent).map_err(|e| e.to_string()),
