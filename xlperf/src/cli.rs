@@ -26,10 +26,13 @@ pub enum Command {
     /// Trace boundary crossings and print a latency table per function.
     ///
     /// With no probe flag, xlperf traces what it finds in the target: every NIF of an
-    /// Erlang/Elixir VM. --ffi names C-ABI functions to trace.
+    /// Erlang/Elixir VM. --ffi names C-ABI functions to trace. --alloc and --sched charge
+    /// allocations and scheduler time to the innermost traced call of each thread.
     ///
     /// Examples:
     ///   sudo xlperf record -p $(pgrep beam.smp) -d 10s
+    ///   sudo xlperf record -p $(pgrep beam.smp) --alloc --sched -d 10s
+    ///   sudo xlperf record --ffi ./libthumb.so --alloc --sched -- ./batch
     ///   sudo xlperf record --ffi 'libz.so.1:deflate*' -- python3 -c 'import zlib; zlib.compress(b"x")'
     ///   sudo xlperf record -p 4242 --ffi 'libssl.so.3:SSL_*' -d 10s
     ///   sudo xlperf record -p 4242 --ffi /opt/app/libfoo.so --json
