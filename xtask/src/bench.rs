@@ -4,7 +4,7 @@
 //! xlperf's chosen site, xlperf itself, and bpftrace (uprobe + uretprobe + hist). All in
 //! one run on one machine; every number is the mean over N calls, median of the runs.
 //! Then the allocation bench (`alloc`): malloc/free pairs per second under no tracer,
-//! `xlperf record --alloc` and bpftrace.
+//! `xlperf record --alloc`, empty aya probes on the same sites, and bpftrace.
 
 use std::{
     fs::File,
@@ -39,11 +39,6 @@ struct Paths {
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
     cmd::require_root("bench")?;
-    if let Ok(x) = std::env::var("TMP_ALLOC_ONLY") {
-        let dir = root().join("target/xlperf-bench");
-        std::fs::create_dir_all(&dir)?;
-        return alloc::run(Path::new(&x), &dir, quick);
-    }
     setup::build_toolchain()?;
     if setup::which("bpftrace").is_err() {
         setup::test_toolchains()?;
@@ -76,7 +71,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         results.push((label, row));
     }
     print_results(&results, calls);
-    alloc::run(&paths.xlperf, &dir, quick)
+    let bins = alloc::Bins {
+        xlperf: &paths.xlperf,
+        bench_probe: &paths.bench_probe,
+    };
+    alloc::run(&bins, &dir, quick)
 }
 
 struct Row {

@@ -39,7 +39,8 @@ enum Task {
     Test,
     /// Set up, build, and record the bundled polyglot demo (Python + C).
     Demo,
-    /// Measure the cost per traced call against an empty aya probe and bpftrace.
+    /// Measure the cost per traced call, and malloc/free pairs per second under `--alloc`,
+    /// against an empty aya probe and bpftrace.
     Bench {
         /// Fewer calls per measurement (what CI runs).
         #[arg(long)]
