@@ -682,3 +682,30 @@ fn leaks_and_blocking_calls_are_reported_as_insights() {
         "{table}"
     );
 }
+
+/// A live map too small for the blocks still live loses the oldest, and says how many.
+#[test]
+fn evictions_from_a_full_live_map_are_counted() {
+    let args = blocks_args();
+    let (summary, _) = record_driver(
+        &[
+            "--alloc",
+            "--alloc-live-max",
+            "64",
+            "--ffi",
+            &ffi("xl_alloc_blocks"),
+        ],
+        &args.each_ref().map(String::as_str),
+    );
+    let pid = only_pid(&summary);
+    let r = alloc_row(&summary, "xl_alloc_blocks", pid);
+    // Counts do not depend on the map: they stay exact.
+    assert_eq!(num(r, "alloc_count"), K * M, "{r:#}");
+    // 120 blocks stay live in the crossing (and more outside it): at most 64 fit.
+    let evicted = num(&summary["alloc"], "live_evicted");
+    assert!(
+        evicted >= (K - F) * M - 64,
+        "evicted {evicted}: {summary:#}"
+    );
+    assert!(num(r, "live_bytes") <= 64 * S, "{r:#}");
+}

@@ -131,9 +131,13 @@ pub struct ThreadState {
     pub sample_left: u64,
     /// The thread's name when its state was created (it may be gone by the end).
     pub comm: [u8; 16],
+    /// Blocks this thread put into and took out of the live-allocation map; what is
+    /// neither taken out nor still there at the end was evicted (the map is an LRU).
+    pub live_inserted: u64,
+    pub live_removed: u64,
 }
 
-/// Allocation settings userspace writes before attaching.
+/// Allocation settings, fixed at load time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocConfig {
@@ -200,8 +204,7 @@ pub struct TracepointLayout {
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AllocConfig, CostedCallRecord, LiveBlock, LiveKey, OffCpuRecord, ThreadState,
-        TracepointLayout,
+        CostedCallRecord, LiveBlock, LiveKey, OffCpuRecord, ThreadState, TracepointLayout,
     };
 
     // SAFETY (all five): #[repr(C)], Copy, made only of integers and byte arrays with
@@ -217,14 +220,12 @@ mod user {
     unsafe impl aya::Pod for TracepointLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ThreadState {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for AllocConfig {}
 }
 
 const _: () = assert!(core::mem::size_of::<Cost>() == 96);
 const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 144);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 56);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 72);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
 // The ring carries three kinds of item told apart by size.

@@ -78,10 +78,6 @@ pub struct Counters {
     pub abandoned: u64,
     /// Threads whose stack could not be stored (stack map full).
     pub stack_map_full: u64,
-    /// Blocks put into and taken out of the live-allocation map; what is neither taken
-    /// out nor still there at the end was evicted (the map is an LRU of bounded size).
-    pub live_inserted: u64,
-    pub live_removed: u64,
 }
 
 impl Counters {
@@ -94,8 +90,6 @@ impl Counters {
             unmatched_return: f(self.unmatched_return, other.unmatched_return),
             abandoned: f(self.abandoned, other.abandoned),
             stack_map_full: f(self.stack_map_full, other.stack_map_full),
-            live_inserted: f(self.live_inserted, other.live_inserted),
-            live_removed: f(self.live_removed, other.live_removed),
         }
     }
 }
@@ -123,4 +117,4 @@ const _: () = assert!(
     core::mem::size_of::<CallStack>()
         == 8 + 128 * MAX_DEPTH + core::mem::size_of::<crate::ThreadState>()
 );
-const _: () = assert!(core::mem::size_of::<Counters>() == 56);
+const _: () = assert!(core::mem::size_of::<Counters>() == 40);

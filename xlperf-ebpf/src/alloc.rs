@@ -6,7 +6,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
-    maps::{Array, LruHashMap},
+    maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
 use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey, alloc_kind};
@@ -21,12 +21,16 @@ const LIVE_BLOCKS_MAX: u32 = 262_144;
 static LIVE_BLOCKS: LruHashMap<LiveKey, LiveBlock> =
     LruHashMap::with_max_entries(LIVE_BLOCKS_MAX, 0);
 
-/// `--alloc-sample`, written by userspace.
-#[map]
-static ALLOC_CONFIG: Array<AllocConfig> = Array::with_max_entries(1, 0);
+/// `--alloc-sample` in bytes (0: off), set by userspace at load time. A read-only global
+/// rather than a map: it is read on every allocation and free, and a map lookup costs.
+#[unsafe(no_mangle)]
+static ALLOC_SAMPLE_BYTES: u64 = 0;
 
 fn config() -> AllocConfig {
-    ALLOC_CONFIG.get(0).copied().unwrap_or_default()
+    AllocConfig {
+        // SAFETY: a volatile read of a global the loader initialised; it never changes.
+        sample_bytes: unsafe { core::ptr::read_volatile(&ALLOC_SAMPLE_BYTES) },
+    }
 }
 
 #[uprobe]
@@ -190,8 +194,9 @@ fn allocated(stack: &mut CallStack, tgid: u32, tid: u32, ptr: u64, size: u64) {
         boundary,
         tid,
     };
+    // Counted on the thread's state, already at hand, rather than in a per-CPU map.
     if LIVE_BLOCKS.insert(&key, &block, 0).is_ok() {
-        stack::bump(|c| &mut c.live_inserted);
+        stack.thread.live_inserted += 1;
     }
 }
 
@@ -216,7 +221,7 @@ fn freed(stack: &mut CallStack, tgid: u32, ptr: u64) {
         return;
     };
     if LIVE_BLOCKS.remove(&key).is_ok() {
-        stack::bump(|c| &mut c.live_removed);
+        stack.thread.live_removed += 1;
     }
     let (count, bytes) = config.weight(size);
     let (cost, _, _) = stack::top_cost(stack);

@@ -235,7 +235,7 @@ fn feature(what: &'static str, supported: Result<bool, String>, missing: &str) -
 fn uprobe_line() -> Line {
     let what = "uprobe+uretprobe";
     let result = (|| -> Result<String, String> {
-        let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0).map_err(|e| e.to_string())?;
+        let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0).map_err(|e| e.to_string())?;
         let cost = calibrate::measure(&mut ebpf).map_err(|e| e.to_string())?;
         let map = ebpf
             .take_map(CALL_RECORDS)

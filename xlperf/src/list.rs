@@ -126,7 +126,7 @@ fn watch(
     pid: u32,
     duration: std::time::Duration,
 ) -> anyhow::Result<HashMap<u32, u64>> {
-    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0)?;
+    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0)?;
     let ring = ebpf
         .take_map(CALL_RECORDS)
         .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;

@@ -162,6 +162,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let mut ebpf = loader::load(
         args.ring_size,
         if args.alloc { args.alloc_live_max } else { 0 },
+        args.alloc_sample.unwrap_or(0),
     )?;
     let cost = calibrate::measure(&mut ebpf)?;
     let ring = ebpf
@@ -200,9 +201,6 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         Targets::Command(_) => child.iter().map(|c| c.pid().get()).collect(),
         Targets::All => Vec::new(),
     };
-    if let Some(sample_bytes) = args.alloc_sample {
-        crate::probe::alloc::configure(&mut ebpf, AllocConfig { sample_bytes })?;
-    }
     if let Some(layout) = layout {
         tracepoints::write_layout(&mut ebpf, layout)?;
         for &pid in &target_pids {
@@ -266,7 +264,6 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     }
     let exits = exit_watchers(&targets, child.as_ref())?;
     let started = Instant::now();
-    let started_ns = monotonic_ns();
     if let Some(child) = child.as_mut() {
         child.release().context("starting the command")?;
     }
@@ -335,10 +332,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
     collector.drain(&mut records);
     let counters = counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
-    let ended_ns = monotonic_ns();
     let live_evicted = match collector.costs.as_mut() {
         Some(costs) => {
-            read_threads(&ebpf, &target_pids, costs, &mut collector.thread_comms)?;
+            let (inserted, removed) =
+                read_threads(&ebpf, &target_pids, costs, &mut collector.thread_comms)?;
             if args.alloc {
                 let remaining = read_live(
                     &ebpf,
@@ -348,12 +345,8 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
                     costs,
                     collector.nif.as_mut(),
                     &mut collector.table,
-                    (started_ns, ended_ns),
                 )?;
-                counters
-                    .live_inserted
-                    .saturating_sub(counters.live_removed)
-                    .saturating_sub(remaining)
+                inserted.saturating_sub(removed).saturating_sub(remaining)
             } else {
                 0
             }
@@ -642,24 +635,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock of bpf_ktime_get_ns.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// Reads each target thread's kernel state: its figures outside any crossing.
+/// Reads each target thread's kernel state: its figures outside any crossing. Returns
+/// the blocks the threads put into and took out of the live map, summed.
 fn read_threads(
     ebpf: &Ebpf,
     pids: &[u32],
     costs: &mut CostAggregator,
     comms: &mut HashMap<u32, String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(u64, u64)> {
+    let (mut inserted, mut removed) = (0, 0);
     let map = ebpf
         .map(loader::CALL_STACKS)
         .ok_or(ProbeError::MissingMap {
@@ -685,8 +669,10 @@ fn read_threads(
             stack.thread.outside,
             stack.thread.frees_untracked,
         );
+        inserted += stack.thread.live_inserted;
+        removed += stack.thread.live_removed;
     }
-    Ok(())
+    Ok((inserted, removed))
 }
 
 /// Charges every block still live to the crossing that allocated it; returns how many
@@ -697,7 +683,6 @@ fn read_live(
     costs: &mut CostAggregator,
     mut nif: Option<&mut NifTracing>,
     table: &mut BoundaryTable,
-    (started_ns, ended_ns): (u64, u64),
 ) -> anyhow::Result<u64> {
     let map = ebpf
         .map(loader::LIVE_BLOCKS)
@@ -705,7 +690,6 @@ fn read_live(
             name: loader::LIVE_BLOCKS,
         })?;
     let live = BpfHashMap::<_, LiveKey, LiveBlock>::try_from(map)?;
-    let span = ended_ns.saturating_sub(started_ns).max(1);
     let mut count = 0;
     for entry in live.iter() {
         let Ok((key, block)) = entry else {
@@ -718,13 +702,7 @@ fn read_live(
                 .unwrap_or(NO_BOUNDARY),
             (b, _) => b,
         };
-        let quarter = (block.ns.saturating_sub(started_ns).saturating_mul(4) / span) as usize;
-        costs.live(
-            key.tgid,
-            boundary,
-            config.weight(block.size).1,
-            quarter.min(3),
-        );
+        costs.live(key.tgid, boundary, config.weight(block.size).1, block.ns);
     }
     Ok(count)
 }

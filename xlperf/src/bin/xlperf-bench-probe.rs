@@ -40,7 +40,7 @@ fn run() -> anyhow::Result<()> {
     let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
     let file_offset = function.file_offset + offset;
 
-    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0)?;
+    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0)?;
     let programs: &[&'static str] = match mode.as_str() {
         "entry" => &[EMPTY_ENTRY],
         "pair" => &[EMPTY_EXIT, EMPTY_ENTRY],

@@ -35,8 +35,12 @@ pub struct BoundaryCost {
     pub self_ns: u64,
     /// Bytes allocated inside this crossing still live at the end.
     pub live_bytes: u64,
-    /// Live bytes by when they were allocated: quarter of the recording, oldest first.
+    /// Live bytes by when they were allocated: quarter of the span of this crossing's
+    /// calls, oldest first.
     pub live_by_quarter: [u64; 4],
+    /// Start of the first call and end of the last one seen, ns (0: none yet).
+    pub first_call_ns: u64,
+    pub last_return_ns: u64,
     /// Who woke this crossing's blocked periods, by (pid, tid).
     pub wakers: HashMap<(u32, u32), Waker>,
 }
@@ -126,6 +130,12 @@ impl CostAggregator {
         stats.self_ns = stats
             .self_ns
             .saturating_add(record.duration_ns.saturating_sub(children.ns));
+        if stats.first_call_ns == 0 {
+            stats.first_call_ns = record.start_ns;
+        }
+        stats.last_return_ns = stats
+            .last_return_ns
+            .max(record.start_ns.saturating_add(record.duration_ns));
     }
 
     /// Takes in an off-CPU period; `boundary` is its crossing (None outside any, or when
@@ -165,11 +175,18 @@ impl CostAggregator {
     }
 
     /// A block still live at the end, allocated inside `boundary` (`NO_BOUNDARY`: outside
-    /// any crossing) during `quarter` (0..4) of the recording.
-    pub fn live(&mut self, pid: u32, boundary: u32, size: u64, quarter: usize) {
+    /// any crossing) at `ns`. Call it after every call record is in: the block is placed
+    /// in a quarter of the span of the crossing's calls. A crossing that leaks keeps
+    /// blocks from all four; a cache that filled up and stopped, only from the first.
+    pub fn live(&mut self, pid: u32, boundary: u32, size: u64, ns: u64) {
         let stats = self.boundaries.entry((pid, boundary)).or_default();
         stats.live_bytes += size;
-        if let Some(q) = stats.live_by_quarter.get_mut(quarter) {
+        let span = stats
+            .last_return_ns
+            .saturating_sub(stats.first_call_ns)
+            .max(1);
+        let quarter = ns.saturating_sub(stats.first_call_ns).saturating_mul(4) / span;
+        if let Some(q) = stats.live_by_quarter.get_mut(quarter.min(3) as usize) {
             *q += size;
         }
     }
@@ -242,6 +259,24 @@ mod tests {
         agg.call(&call(2, 2, 110, 10), Some(&allocs(5, 500)));
         agg.call(&call(1, 1, 300, 50), None);
         assert_eq!(agg.boundaries[&(7, 1)].inclusive.alloc_count, 0);
+    }
+
+    #[test]
+    fn live_blocks_fall_in_quarters_of_the_crossings_own_calls() {
+        let mut agg = CostAggregator::default();
+        agg.call(&call(1, 1, 1_000, 100), None);
+        agg.call(&call(1, 1, 4_900, 100), None);
+        // Calls span 1000..5000: a leak keeps blocks from all of it...
+        for ns in [1_050, 2_100, 3_100, 4_950] {
+            agg.live(7, 1, 10, ns);
+        }
+        // ...a cache that filled up at the start does not.
+        agg.call(&call(2, 1, 1_000, 100), None);
+        agg.call(&call(2, 1, 9_000, 100), None);
+        agg.live(7, 2, 10, 1_050);
+        assert_eq!(agg.boundaries[&(7, 1)].live_by_quarter, [10, 10, 10, 10]);
+        assert_eq!(agg.boundaries[&(7, 2)].live_by_quarter, [10, 0, 0, 0]);
+        assert_eq!(agg.boundaries[&(7, 1)].live_bytes, 40);
     }
 
     #[test]

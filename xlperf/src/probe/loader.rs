@@ -50,7 +50,7 @@ pub const CALL_STACKS: &str = "CALL_STACKS";
 pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
 pub const LAYOUT: &str = "LAYOUT";
 pub const TARGETS: &str = "TARGETS";
-pub const ALLOC_CONFIG: &str = "ALLOC_CONFIG";
+pub const ALLOC_SAMPLE_BYTES: &str = "ALLOC_SAMPLE_BYTES";
 
 /// Size of the call-record ring buffer unless the user asks otherwise.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -58,12 +58,14 @@ pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 /// Loads the object: creates its maps, the call-record ring buffer `ring_bytes` long.
 /// Programs are loaded into the kernel on first use.
 /// `live_blocks`: capacity of the live-allocation map (`--alloc-live-max`); 0 when
-/// allocations are not traced (the map is then kept tiny).
-pub fn load(ring_bytes: u32, live_blocks: u32) -> Result<Ebpf, ProbeError> {
+/// allocations are not traced (the map is then kept tiny). `sample_bytes`:
+/// `--alloc-sample` (0: every block is tracked).
+pub fn load(ring_bytes: u32, live_blocks: u32, sample_bytes: u64) -> Result<Ebpf, ProbeError> {
     raise_fd_limit();
     Ok(EbpfLoader::new()
         .map_max_entries(CALL_RECORDS, ring_bytes)
         .map_max_entries(LIVE_BLOCKS, live_blocks.max(64))
+        .override_global(ALLOC_SAMPLE_BYTES, &sample_bytes, true)
         .load(OBJECT)?)
 }
 

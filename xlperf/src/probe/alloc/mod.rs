@@ -12,11 +12,9 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::Array,
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
 };
 use serde::Serialize;
-use xlperf_common::AllocConfig;
 
 use super::{
     ProbeError,
@@ -170,24 +168,6 @@ impl AllocTracing {
         }
         Ok(links.len() - before)
     }
-}
-
-/// Hands `--alloc-sample` to the allocator programs.
-pub fn configure(ebpf: &mut Ebpf, config: AllocConfig) -> Result<(), ProbeError> {
-    let map = ebpf
-        .map_mut(loader::ALLOC_CONFIG)
-        .ok_or(ProbeError::MissingMap {
-            name: loader::ALLOC_CONFIG,
-        })?;
-    let mut array: Array<_, AllocConfig> =
-        Array::try_from(map).map_err(|source| ProbeError::Map {
-            what: "opening the allocation settings map".into(),
-            source,
-        })?;
-    array.set(0, config, 0).map_err(|source| ProbeError::Map {
-        what: "writing the allocation settings".into(),
-        source,
-    })
 }
 
 /// Replacement allocators: mapped by a running process, or preloaded into a command.
