@@ -296,6 +296,8 @@ fn alloc_without_ffi_gives_process_totals() {
 
 #[test]
 fn sleeping_call_is_off_cpu() {
+    // Not next to this binary's nice -20 spinners: see below.
+    let _cpu = cpu_bound();
     let (ms, n) = (20u64, 5u64);
     let (summary, _) = record_driver(
         &["--sched", "--ffi", &ffi("xl_sleep_ms")],
@@ -307,8 +309,14 @@ fn sleeping_call_is_off_cpu() {
     // nanosleep arms its timer for ms from a moment a few µs before the thread switches
     // out, and the timer never fires early (it fires up to the 50 µs timer slack late):
     // each call is blocked for at least ms minus those µs. 100 µs per call bounds them.
+    // Off CPU means blocked or waiting for a CPU: a thread preempted just before it goes
+    // to sleep (between setting its state and calling schedule) stays runnable, and if
+    // its timer expires while it waits, its "sleep" was run-queue time. So the exact claim
+    // is on the sum; most of it is blocked time on any machine not saturated.
     let off = num(r, "offcpu_ns");
-    assert!(off >= n * (ms * MS - 100_000), "{r:#}");
+    let runq = num(r, "runq_ns");
+    assert!(off + runq >= n * (ms * MS - 100_000), "{r:#}");
+    assert!(off * 2 >= n * ms * MS, "{r:#}");
     // The only on-CPU work is the system call's entry and exit and the probes, a few µs
     // per call; 2 ms per call covers a slow, loaded VM.
     assert!(num(r, "oncpu_ns") <= n * 2 * MS, "{r:#}");
