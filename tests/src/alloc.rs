@@ -80,8 +80,14 @@ pub struct WaitingAlloc {
 impl WaitingAlloc {
     /// Starts `alloc_driver ARGS... --wait` and waits for its "ready".
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables (e.g. LD_PRELOAD).
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(&alloc_workloads().driver)
             .args(args)
+            .envs(env.iter().copied())
             .arg("--wait")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -717,3 +717,50 @@ fn evictions_from_a_full_live_map_are_counted() {
     );
     assert!(num(r, "live_bytes") <= 64 * S, "{r:#}");
 }
+
+/// A process whose malloc is jemalloc or mimalloc (preloaded here, as services do) has
+/// its allocations counted as exactly as glibc's: the probes go on the allocator it maps.
+#[test]
+fn replacement_allocators_are_traced() {
+    for library in [
+        "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+    ] {
+        assert!(
+            std::path::Path::new(library).exists(),
+            "{library} missing: `cargo xtask setup` installs libjemalloc2 and libmimalloc2.0"
+        );
+        let mut traced = WaitingAlloc::start_with(
+            &blocks_args().each_ref().map(String::as_str),
+            &[("LD_PRELOAD", library)],
+        );
+        let pid = traced.pid();
+        let (xlperf, _) = spawn_attached(&[
+            "record",
+            "--json",
+            "--alloc",
+            "-p",
+            &pid.to_string(),
+            "--ffi",
+            &ffi("xl_alloc_blocks"),
+        ]);
+        let xlperf = Reaped::new(xlperf);
+        traced.finish();
+        let summary = finish_json(xlperf.take());
+        // The process maps the file the symlink names (libmimalloc.so.2.0).
+        let real = std::fs::canonicalize(library).expect("resolve the library");
+        let name = real
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("file name");
+        assert!(
+            summary["alloc"]["probes"]
+                .as_array()
+                .expect("alloc.probes[]")
+                .iter()
+                .any(|p| p["library"] == name && p["function"] == "malloc"),
+            "{name} not probed: {summary:#}"
+        );
+        assert_blocks_row(alloc_row(&summary, "xl_alloc_blocks", pid));
+    }
+}

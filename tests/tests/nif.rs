@@ -78,6 +78,40 @@ fn crypto_hash_in_otp_own_stripped_library() {
     assert_eq!(hash["scheduler"]["normal"], 777);
 }
 
+/// --sched inside NIFs: the time a sleeping NIF spends off CPU is charged to that NIF
+/// (named from the dispatch probes' NIF address, like its calls), on normal and dirty
+/// schedulers alike, and a NIF that only adds is on CPU.
+#[test]
+fn off_cpu_time_is_charged_to_the_nif_that_sleeps() {
+    let driver = erl_invocation(
+        beam_workloads(),
+        &["nowait", "nif", "200", "5", "2", "3", "2", "4"],
+    );
+    let summary = record_driver(&["--sched"], &driver);
+    // xl_nif.c: sleep_ms(2) ×5 on normal schedulers, dirty_sleep_ms(2) ×3, io_sleep_ms(2)
+    // ×4. Off CPU means blocked or runnable; 100 µs per call covers the sleep's timer
+    // being armed a little before the thread switches out.
+    for (nif, calls) in [
+        ("xl_nif:sleep_ms/1", 5),
+        ("xl_nif:dirty_sleep_ms/1", 3),
+        ("xl_nif:io_sleep_ms/1", 4),
+    ] {
+        let r = nif_row(&summary, nif);
+        let off = u(&r["offcpu_ns"]) + u(&r["runq_ns"]);
+        assert!(off >= calls * 1_900_000, "{nif}: {r:#}");
+        assert!(u(&r["switches"]) >= calls, "{nif}: {r:#}");
+    }
+    let add = nif_row(&summary, "xl_nif:add/2");
+    assert!(u(&add["offcpu_ns"]) < 1_000_000, "{add:#}");
+    let insights = summary["insights"].as_array().expect("insights[]");
+    assert!(
+        insights
+            .iter()
+            .any(|i| i["kind"] == "blocking" && i["function"] == "xl_nif:sleep_ms/1"),
+        "{summary:#}"
+    );
+}
+
 #[test]
 fn long_normal_nif_flagged_dirty_nifs_attributed_and_not_flagged() {
     let driver = erl_invocation(

@@ -153,6 +153,18 @@ pub fn test_toolchains() -> anyhow::Result<()> {
             apt.push(package);
         }
     }
+    // Replacement allocators the --alloc tests preload: checked by their library file.
+    for (library, package) in [
+        ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
+        (
+            "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+            "libmimalloc2.0",
+        ),
+    ] {
+        if !std::path::Path::new(library).exists() {
+            apt.push(package);
+        }
+    }
     if !apt.is_empty() {
         if which("apt-get").is_err() {
             bail!(
