@@ -129,12 +129,17 @@ pub struct ThreadState {
     pub alloc_arg: u64,
     /// With `--alloc-sample`: bytes still to allocate before the next block is tracked.
     pub sample_left: u64,
-    /// The thread's name when its state was created (it may be gone by the end).
+    /// The thread's name (it may be gone by the end): set when its state is created from
+    /// the thread itself, and at each of its switches with --sched.
     pub comm: [u8; 16],
     /// Blocks this thread put into and took out of the live-allocation map; what is
     /// neither taken out nor still there at the end was evicted (the map is an LRU).
     pub live_inserted: u64,
     pub live_removed: u64,
+    /// Run-queue wait of a new thread before its first run, held until the thread itself
+    /// shows (at its first switch-out) that it belongs to a target: `sched_wakeup_new`
+    /// cannot tell a new thread from a forked process.
+    pub unconfirmed_runq_ns: u64,
 }
 
 /// Allocation settings, fixed at load time.
@@ -225,7 +230,7 @@ mod user {
 const _: () = assert!(core::mem::size_of::<Cost>() == 96);
 const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 144);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 72);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 80);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
 // The ring carries three kinds of item told apart by size.

@@ -70,6 +70,25 @@ fn switched_out(ctx: &TracePointContext, layout: &TracepointLayout, now: u64) {
     };
     // SAFETY: this thread's map value; the thread is being switched out on this CPU.
     let stack = unsafe { &mut *stack };
+    if stack.thread.tgid == 0 {
+        // A thread announced by sched_wakeup_new, now known to belong to a target: its
+        // first run-queue wait counts.
+        stack.thread.tgid = tgid;
+        let runq = core::mem::take(&mut stack.thread.unconfirmed_runq_ns);
+        if runq > 0 {
+            let (cost, boundary, target) = stack::top_cost(stack);
+            cost.runq_ns += runq;
+            emit(OffCpuRecord {
+                target,
+                blocked_ns: 0,
+                runq_ns: runq,
+                pid: tgid,
+                tid: pid_tgid as u32,
+                boundary,
+                ..OffCpuRecord::default()
+            });
+        }
+    }
     stack.thread.off = if state & SLEEP_STATES == 0 {
         off_state::RUNNABLE
     } else {
@@ -80,6 +99,9 @@ fn switched_out(ctx: &TracePointContext, layout: &TracepointLayout, now: u64) {
     stack.thread.waker_pid = 0;
     stack.thread.waker_tid = 0;
     stack.thread.waker_comm = [0; 16];
+    // Kept current: a thread renames itself, and a process execs (a launcher script
+    // becomes python3) after its first switches.
+    stack.thread.comm = bpf_get_current_comm().unwrap_or(stack.thread.comm);
     let (cost, _, _) = stack::top_cost(stack);
     cost.switches += 1;
 }
@@ -108,6 +130,11 @@ fn switched_in(tid: u32, now: u64) {
     };
     thread.off = off_state::ON_CPU;
     thread.off_since_ns = 0;
+    if thread.tgid == 0 {
+        // Maybe a forked process rather than a thread of the target: wait and see.
+        thread.unconfirmed_runq_ns += runq;
+        return;
+    }
     let (pid, waker_pid, waker_tid, waker_comm) = (
         thread.tgid,
         thread.waker_pid,
@@ -117,20 +144,24 @@ fn switched_in(tid: u32, now: u64) {
     let (cost, boundary, target) = stack::top_cost(stack);
     cost.offcpu_ns += blocked;
     cost.runq_ns += runq;
+    emit(OffCpuRecord {
+        target,
+        blocked_ns: blocked,
+        runq_ns: runq,
+        pid,
+        tid,
+        boundary,
+        waker_pid,
+        waker_tid,
+        _pad: 0,
+        waker_comm,
+    });
+}
+
+fn emit(record: OffCpuRecord) {
     match stack::records().reserve::<OffCpuRecord>(0) {
         Some(mut entry) => {
-            entry.write(OffCpuRecord {
-                target,
-                blocked_ns: blocked,
-                runq_ns: runq,
-                pid,
-                tid,
-                boundary,
-                waker_pid,
-                waker_tid,
-                _pad: 0,
-                waker_comm,
-            });
+            entry.write(record);
             entry.submit(BPF_RB_NO_WAKEUP.into());
         }
         None => stack::bump(|c| &mut c.dropped),
@@ -168,8 +199,8 @@ pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
     let Some(layout) = layout() else {
         return 0;
     };
-    // The creator is current. A fork of the target is charged to the target's pid until
-    // its first switch-out names its own (see ThreadState::tgid).
+    // The creator is current. The new task may be a thread of the target or a process
+    // it forked: its process stays unknown (0) until it runs and switches out itself.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !stack::is_target(tgid) {
         return 0;
@@ -177,7 +208,7 @@ pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
     let Some(tid) = pid_at(&ctx, layout.wakeup_new_pid) else {
         return 0;
     };
-    let Some(stack) = stack::stack_of(tid, tgid) else {
+    let Some(stack) = stack::new_stack(tid, 0) else {
         return 0;
     };
     // SAFETY: the new thread's map value; it has not run yet.

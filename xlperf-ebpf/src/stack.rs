@@ -190,6 +190,11 @@ pub fn stack_of(tid: u32, tgid: u32) -> Option<*mut CallStack> {
     if let Some(stack) = CALL_STACKS.get_ptr_mut(tid) {
         return Some(stack);
     }
+    new_stack(tid, tgid)
+}
+
+/// Creates thread `tid`'s stack; `tgid` 0 when it is not known yet.
+pub fn new_stack(tid: u32, tgid: u32) -> Option<*mut CallStack> {
     let empty = STACK_TEMPLATE.get(0)?;
     // BPF_NOEXIST: never clobber a stack another CPU created for the same tid meanwhile.
     let _ = CALL_STACKS.insert(tid, empty, 1);

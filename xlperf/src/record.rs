@@ -657,12 +657,18 @@ fn read_threads(
         if !pids.contains(&stack.thread.tgid) {
             continue;
         }
-        comms.entry(tid).or_insert_with(|| {
-            match stack.thread.comm.iter().position(|&b| b == 0).unwrap_or(16) {
-                0 => target::comm(tid),
-                end => String::from_utf8_lossy(&stack.thread.comm[..end]).into_owned(),
+        // The kernel's copy is the latest name seen: a first-seen one may predate an exec.
+        match stack.thread.comm.iter().position(|&b| b == 0).unwrap_or(16) {
+            0 => {
+                comms.entry(tid).or_insert_with(|| target::comm(tid));
             }
-        });
+            end => {
+                comms.insert(
+                    tid,
+                    String::from_utf8_lossy(&stack.thread.comm[..end]).into_owned(),
+                );
+            }
+        }
         costs.thread_outside(
             tid,
             stack.thread.tgid,
