@@ -485,7 +485,7 @@ impl Collector {
                 }
                 (b, _) => Some(b),
             };
-            costs.off_cpu(&off, boundary);
+            costs.off_cpu(&interrupt_waker(off), boundary);
         }
     }
 
@@ -635,6 +635,20 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// A wakeup from an interrupt (a timer expiring, a device) runs in the context of the
+/// task it interrupted, which `sched_waking` then names: the idle task (pid 0), or often
+/// xlperf itself, which is the one task certain not to wake a target. Both are reported
+/// as `[interrupt]`. (The tracepoint's `common_flags`, which would tell, are not filled
+/// in for BPF programs.)
+fn interrupt_waker(mut off: OffCpuRecord) -> OffCpuRecord {
+    if off.waker_comm[0] != 0 && (off.waker_pid == 0 || off.waker_pid == std::process::id()) {
+        off.waker_pid = 0;
+        off.waker_tid = 0;
+        off.waker_comm = *b"[interrupt]\0\0\0\0\0";
+    }
+    off
+}
+
 /// Reads each target thread's kernel state: its figures outside any crossing. Returns
 /// the blocks the threads put into and took out of the live map, summed.
 fn read_threads(
@@ -723,4 +737,29 @@ fn counters(ebpf: &Ebpf) -> anyhow::Result<Counters> {
     Ok(values.iter().fold(Counters::default(), |sum, cpu| {
         sum.zip_with(cpu, u64::saturating_add)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakeups_in_the_idle_task_or_in_xlperf_are_interrupts() {
+        let mut off = OffCpuRecord {
+            waker_pid: std::process::id(),
+            waker_tid: 9,
+            ..OffCpuRecord::default()
+        };
+        off.waker_comm[..6].copy_from_slice(b"xlperf");
+        let named = interrupt_waker(off);
+        assert_eq!((named.waker_pid, named.waker_tid), (0, 0));
+        assert_eq!(&named.waker_comm[..11], b"[interrupt]");
+        off.waker_pid = 4242;
+        assert_eq!(interrupt_waker(off), off, "another process is a real waker");
+        assert_eq!(
+            interrupt_waker(OffCpuRecord::default()),
+            OffCpuRecord::default(),
+            "an unseen wakeup stays unnamed"
+        );
+    }
 }

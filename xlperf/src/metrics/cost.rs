@@ -155,8 +155,7 @@ impl CostAggregator {
         let Some(boundary) = boundary else {
             return;
         };
-        // A wakeup from an interrupt on an idle CPU names the idle task (swapper/N, pid 0):
-        // that is a timer or a device, and it is reported as such.
+        // No name: the wakeup was not seen.
         if record.blocked_ns == 0 || record.waker_comm[0] == 0 {
             return;
         }

@@ -6,7 +6,8 @@ use super::{
     table::human_ns,
 };
 
-/// A crossing is "blocking" when at least this share of its time is off CPU, blocked.
+/// A crossing is "blocking" when at least this share of the time it was not waiting for a
+/// CPU was spent blocked (run-queue time is the machine's business, not the call's).
 const BLOCKING_SHARE: f64 = 0.5;
 /// ... and it spent at least this long blocked (a few µs of sleep are not a finding).
 const BLOCKING_MIN_NS: u64 = 1_000_000;
@@ -43,24 +44,28 @@ pub fn detect(summary: &Summary) -> Vec<Insight> {
         let Some(sched) = b.sched.as_ref().map(|s| &s.fields) else {
             continue;
         };
+        let running_or_blocked = sched.offcpu_ns + sched.oncpu_ns;
         if sched.offcpu_ns >= BLOCKING_MIN_NS
-            && sched.offcpu_ns as f64 >= BLOCKING_SHARE * b.total_ns as f64
+            && sched.offcpu_ns as f64 >= BLOCKING_SHARE * running_or_blocked as f64
         {
             let waker = b
                 .sched
                 .as_ref()
                 .and_then(|s| s.wakers.first())
-                .map(|w| format!("; woken mostly by {} (pid {})", w.comm, w.pid))
+                .map(|w| match w.pid {
+                    0 => "; woken mostly by interrupts (a timer or a device)".to_owned(),
+                    pid => format!("; woken mostly by {} (pid {pid})", w.comm),
+                })
                 .unwrap_or_default();
             out.push(insight(
                 "blocking",
                 b,
                 format!(
-                    "blocking call inside {}: {} of its {} blocked off CPU ({:.0}%){waker}",
+                    "blocking call inside {}: {} of its {} blocked off CPU ({:.0}% of the time it was not waiting for a CPU){waker}",
                     b.function,
                     human_ns(sched.offcpu_ns),
                     human_ns(b.total_ns),
-                    100.0 * sched.offcpu_ns as f64 / b.total_ns.max(1) as f64
+                    100.0 * sched.offcpu_ns as f64 / running_or_blocked.max(1) as f64
                 ),
             ));
         }

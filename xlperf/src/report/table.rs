@@ -243,7 +243,10 @@ fn scheduling(summary: &Summary, out: &mut String) {
                 sched
                     .wakers
                     .first()
-                    .map(|w| format!("{} ({}) ×{}", w.comm, w.pid, w.count))
+                    .map(|w| match w.pid {
+                        0 => format!("{} ×{}", w.comm, w.count),
+                        pid => format!("{} ({pid}) ×{}", w.comm, w.count),
+                    })
                     .unwrap_or_default(),
             ]);
         }
