@@ -67,6 +67,9 @@ pub struct CostedCallRecord {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OffCpuRecord {
+    /// When the thread ran again (`CLOCK_MONOTONIC`, ns); the period began
+    /// `blocked_ns + runq_ns` earlier.
+    pub end_ns: u64,
     /// The NIF address of the innermost crossing, as in [`crate::CallRecord::target`].
     pub target: u64,
     pub blocked_ns: u64,
@@ -225,14 +228,16 @@ mod user {
     unsafe impl aya::Pod for TracepointLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ThreadState {}
+    // SAFETY: as above (u64 fields only).
+    unsafe impl aya::Pod for super::Cost {}
 }
 
 const _: () = assert!(core::mem::size_of::<Cost>() == 96);
 const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 144);
-const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 64);
+const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 80);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
 // The ring carries three kinds of item told apart by size.
-const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 64);
+const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 72);
 const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 144);

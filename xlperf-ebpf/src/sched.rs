@@ -79,6 +79,8 @@ fn switched_out(ctx: &TracePointContext, layout: &TracepointLayout, now: u64) {
             let (cost, boundary, target) = stack::top_cost(stack);
             cost.runq_ns += runq;
             emit(OffCpuRecord {
+                // SAFETY: the helper has no preconditions.
+                end_ns: unsafe { bpf_ktime_get_ns() },
                 target,
                 blocked_ns: 0,
                 runq_ns: runq,
@@ -145,6 +147,7 @@ fn switched_in(tid: u32, now: u64) {
     cost.offcpu_ns += blocked;
     cost.runq_ns += runq;
     emit(OffCpuRecord {
+        end_ns: now,
         target,
         blocked_ns: blocked,
         runq_ns: runq,

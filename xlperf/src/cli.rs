@@ -46,6 +46,48 @@ pub enum Command {
     ///   sudo xlperf list -p $(pgrep beam.smp)
     #[command(verbatim_doc_comment)]
     List(ListArgs),
+    /// Read a capture file written by `record -o FILE`: print the same summary (table or
+    /// --json), or export it for the tools people already use.
+    ///
+    /// Examples:
+    ///   xlperf report run.xlperf
+    ///   xlperf report run.xlperf --json
+    ///   xlperf report run.xlperf --format perfetto -o run.perfetto-trace   (ui.perfetto.dev)
+    ///   xlperf report run.xlperf --format chrome -o run.json               (chrome://tracing)
+    ///   xlperf report run.xlperf --format folded | flamegraph.pl > run.svg
+    ///   xlperf report run.xlperf --format svg -o run.svg
+    #[command(verbatim_doc_comment)]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The capture file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Print the summary as JSON (the same schema as `record --json`).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+
+    /// Export instead of summarising: `perfetto` (protobuf trace for ui.perfetto.dev),
+    /// `chrome` (Trace Event JSON), `folded` (stacks for flame graph tools), `svg` (a flame
+    /// graph). Self time per stack, in µs, for folded and svg.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ExportFormat>,
+
+    /// Write the output to this file instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
+/// What `report --format` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Perfetto,
+    Chrome,
+    Folded,
+    Svg,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +181,12 @@ pub struct RecordArgs {
     /// Print the summary as JSON (schema documented in README.md) instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Also write everything recorded to FILE as it comes (a capture file: `xlperf report
+    /// FILE` prints the same summary, or exports a Perfetto/Chrome trace or a flame graph).
+    /// A recording killed at any moment leaves a file readable up to its last write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 
     /// Refuse to attach to more functions than this; each costs a probe pair per call.
     #[arg(long, default_value_t = 1000, value_name = "N")]

@@ -2,9 +2,11 @@
 //!
 //! The binary's `main.rs` only parses the command line and calls [`run`].
 
+pub mod capture;
 pub mod check;
 pub mod cli;
 pub mod event;
+pub mod export;
 pub mod list;
 pub mod metrics;
 pub mod privileges;
@@ -24,5 +26,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         }),
         cli::Command::Record(args) => record::run(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::List(args) => list::run(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Report(args) => report::command::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,7 +1,7 @@
 //! `xlperf record`: attach, collect call records until the end condition, summarise.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -17,14 +17,17 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 use xlperf_common::{
-    AllocConfig, CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallRecord, CallStack, Cost, Counters,
-    LiveBlock, LiveKey, NO_BOUNDARY, OffCpuRecord,
+    AllocConfig, CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallStack, Counters, LiveBlock, LiveKey,
+    NO_BOUNDARY, OffCpuRecord,
 };
 
 use crate::{
+    capture::{
+        file::CaptureWriter,
+        model::{BoundaryInfo, CallEvent, End, LiveEntry, Meta, ThreadInfo, ThreadOutside},
+    },
     cli::{FfiSpec, RecordArgs},
     event::ring::{CallRecords, Item},
-    metrics::{calls::CallAggregator, cost::CostAggregator},
     privileges,
     probe::{
         ProbeError,
@@ -36,12 +39,14 @@ use crate::{
         library::Scope,
         links::Links,
         loader::{self, CALL_RECORDS, FFI_COUNTERS},
+        prologue::ProbeSite,
         target::{self, Suspended},
         tracepoints,
     },
     report::{
-        Summary, insights, summary,
-        summary::{AllocRecording, Costs, NifRecording},
+        Summary,
+        build::{self, Aggregates, Recording},
+        summary::{AllocRecording, NifRecording},
         table,
     },
 };
@@ -294,15 +299,36 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }
     );
 
+    let meta = Meta {
+        xlperf_version: env!("CARGO_PKG_VERSION").into(),
+        started_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        started_monotonic_ns: monotonic_ns(),
+        argv: std::env::args().collect(),
+        alloc: args.alloc,
+        sched: args.sched,
+        kmem: args.kmem,
+        probe_cost_ns: cost.per_call_ns,
+        long_call_ns: u64::try_from(args.long_nif.as_nanos()).unwrap_or(u64::MAX),
+    };
+    let writer = match &args.output {
+        Some(path) => Some(CaptureWriter::create(path, &meta)?),
+        None => None,
+    };
+    let nif_site = nif.as_ref().and_then(|n| match &n.mode {
+        beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
+        beam::tracing::Mode::Fptr { .. } => None,
+    });
     let mut collector = Collector {
-        aggregator: CallAggregator::new(
-            u64::try_from(args.long_nif.as_nanos()).unwrap_or(u64::MAX),
-        ),
-        comms: HashMap::new(),
-        thread_comms: HashMap::new(),
+        aggregates: Aggregates::new(&meta),
+        processes: BTreeMap::new(),
+        threads: BTreeMap::new(),
         table,
+        infos: BTreeMap::new(),
+        nif_site,
         nif,
-        costs: (args.alloc || args.sched).then(CostAggregator::default),
+        writer,
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut last_rescan = Instant::now();
@@ -317,7 +343,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             () = sleep_until(deadline) => true,
             () = all_exited(&exits) => true,
         };
-        collector.drain(&mut records);
+        collector.drain(&mut records)?;
         if stop {
             break;
         }
@@ -327,166 +353,176 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }
     }
     // Everything a finished target emitted is already in the ring buffer.
-    collector.drain(&mut records);
+    collector.drain(&mut records)?;
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
-    collector.drain(&mut records);
+    collector.drain(&mut records)?;
     let counters = counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
-    let live_evicted = match collector.costs.as_mut() {
-        Some(costs) => {
-            let (inserted, removed) =
-                read_threads(&ebpf, &target_pids, costs, &mut collector.thread_comms)?;
-            if args.alloc {
-                let remaining = read_live(
-                    &ebpf,
-                    AllocConfig {
-                        sample_bytes: args.alloc_sample.unwrap_or(0),
-                    },
-                    costs,
-                    collector.nif.as_mut(),
-                    &mut collector.table,
-                )?;
-                inserted.saturating_sub(removed).saturating_sub(remaining)
-            } else {
-                0
-            }
-        }
-        None => 0,
+    let mut end = End {
+        duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
+        target_exit_status,
+        dropped: counters.dropped,
+        depth_overflow: counters.depth_overflow,
+        unmatched_returns: counters.unmatched_return,
+        abandoned: counters.abandoned,
+        malformed: records.malformed,
+        stack_map_full: counters.stack_map_full,
+        ..End::default()
     };
+    let mut live_evicted = 0;
+    if args.alloc || args.sched {
+        let (threads, inserted, removed) =
+            read_threads(&ebpf, &target_pids, &mut collector.threads)?;
+        end.threads_outside = threads;
+        if args.alloc {
+            end.live = read_live(
+                &ebpf,
+                AllocConfig {
+                    sample_bytes: args.alloc_sample.unwrap_or(0),
+                },
+                collector.nif.as_mut(),
+                &mut collector.table,
+            )?;
+            live_evicted = inserted
+                .saturating_sub(removed)
+                .saturating_sub(end.live.len() as u64);
+        }
+    }
     // Detach every probe (about 110 ms each: see links.rs), then free programs and maps.
     drop(links);
     if let Some(nif) = collector.nif.as_mut() {
         drop(std::mem::take(&mut nif.links));
     }
     drop(ebpf);
-    let Collector {
-        aggregator,
-        comms,
-        thread_comms,
-        table,
-        nif,
-        costs,
-    } = collector;
+    // Boundaries named while reading the live blocks, too.
+    collector.new_boundaries();
 
-    let command_name = match &targets {
-        Targets::Command(argv) => argv
-            .first()
-            .map(|c| c.rsplit('/').next().unwrap_or(c).to_owned()),
-        _ => None,
-    };
-    let child_pid = child.as_ref().map(|c| c.pid().get());
-    let comm = |pid: u32| match comms.get(&pid) {
-        Some(c) if c != "?" => c.clone(),
-        _ if Some(pid) == child_pid => command_name.clone().unwrap_or_else(|| "?".into()),
-        _ => "?".into(),
-    };
-    let costs = costs.as_ref().map(|aggregator| Costs {
-        aggregator,
-        alloc: args.alloc,
-        kmem: args.kmem,
-        sched: args.sched,
+    end.nif = collector.nif.as_ref().map(|n| NifRecording {
+        mode: n.mode_name().into(),
+        fallback_reason: match &n.mode {
+            beam::tracing::Mode::Fptr { reason } => reason.clone(),
+            beam::tracing::Mode::Dispatch(_) => None,
+        },
+        vm: n.vm.display().to_string(),
+        long_call_threshold_ns: meta.long_call_ns,
+        vm_internal_calls: n.resolver.vm_internal,
+        unresolved_calls: n.resolver.unresolved,
     });
-    let thread_comm = |tid: u32| {
-        thread_comms
-            .get(&tid)
-            .cloned()
-            .unwrap_or_else(|| "?".into())
-    };
-    let mut summary = Summary {
-        schema_version: summary::SCHEMA_VERSION,
-        duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
-        dropped: counters.dropped,
-        probe_cost_ns: cost.per_call_ns,
-        boundaries: summary::boundaries(
-            &aggregator,
-            costs.as_ref(),
-            &table,
-            comm,
-            nif.as_ref().and_then(|n| match &n.mode {
-                beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
-                beam::tracing::Mode::Fptr { .. } => None,
-            }),
-        ),
-        target_exit_status,
-        depth_overflow: counters.depth_overflow,
-        unmatched_returns: counters.unmatched_return,
-        abandoned: counters.abandoned,
-        malformed: records.malformed,
-        stack_map_full: counters.stack_map_full,
-        nif: nif.map(|n| NifRecording {
-            mode: n.mode_name(),
-            fallback_reason: match &n.mode {
-                beam::tracing::Mode::Fptr { reason } => reason.clone(),
-                beam::tracing::Mode::Dispatch(_) => None,
-            },
-            vm: n.vm.display().to_string(),
-            long_call_threshold_ns: aggregator.long_call_ns,
-            vm_internal_calls: n.resolver.vm_internal,
-            unresolved_calls: n.resolver.unresolved,
-        }),
-        alloc: alloc.map(|found| AllocRecording {
-            live_capacity: args.alloc_live_max,
-            sample_bytes: args.alloc_sample,
-            live_evicted,
-            probes: found.iter().flat_map(AllocTracing::probes).collect(),
-        }),
-        threads: costs.as_ref().map(|c| c.threads(thread_comm)),
-        processes: costs.as_ref().map(|c| c.processes(comm)),
-        insights: Vec::new(),
-    };
-    summary.insights = insights::detect(&summary);
-    Ok(summary)
+    end.alloc = alloc.map(|found| AllocRecording {
+        live_capacity: args.alloc_live_max,
+        sample_bytes: args.alloc_sample,
+        live_evicted,
+        probes: found.iter().flat_map(AllocTracing::probes).collect(),
+    });
+    // A command that exited before its name could be read is named after the command.
+    if let (Targets::Command(argv), Some(child)) = (&targets, child.as_ref()) {
+        let name = argv
+            .first()
+            .map(|c| c.rsplit('/').next().unwrap_or(c).to_owned())
+            .unwrap_or_default();
+        let entry = collector.processes.entry(child.pid().get()).or_default();
+        if entry.is_empty() || entry == "?" {
+            *entry = name;
+        }
+    }
+    collector.aggregates.end(&end);
+    if let Some(mut writer) = collector.writer.take() {
+        writer.names(&collector.processes, &collector.threads)?;
+        writer.boundaries(&collector.infos)?;
+        writer.finish(&end)?;
+    }
+    Ok(build::summary(
+        &collector.aggregates,
+        &Recording {
+            meta: &meta,
+            processes: &collector.processes,
+            threads: &collector.threads,
+            boundaries: &collector.infos,
+            end: &end,
+            truncated: false,
+        },
+    ))
 }
 
 /// Everything records flow into during a recording.
 struct Collector {
-    aggregator: CallAggregator,
+    aggregates: Aggregates,
     /// Names are read on a pid's first record: by the end a short-lived target is gone.
-    comms: HashMap<u32, String>,
-    thread_comms: HashMap<u32, String>,
+    processes: BTreeMap<u32, String>,
+    threads: BTreeMap<u32, ThreadInfo>,
     table: BoundaryTable,
+    /// The boundaries seen so far, as the summary and the capture file name them.
+    infos: BTreeMap<u32, BoundaryInfo>,
+    nif_site: Option<ProbeSite>,
     nif: Option<NifTracing>,
-    /// Allocation and scheduler figures (`--alloc`, `--sched`).
-    costs: Option<CostAggregator>,
+    /// `-o FILE`.
+    writer: Option<CaptureWriter>,
 }
 
 impl Collector {
-    /// Takes in every record available now.
-    fn drain(&mut self, records: &mut CallRecords) {
-        let mut calls: Vec<(CallRecord, Option<Cost>)> = Vec::new();
+    /// Takes in every record available now, and appends it to the capture file.
+    fn drain(&mut self, records: &mut CallRecords) -> anyhow::Result<()> {
+        let mut calls: Vec<CallEvent> = Vec::new();
         let mut off_cpu: Vec<OffCpuRecord> = Vec::new();
         records.drain_items(|item| match item {
-            Item::Call(call, cost) => calls.push((call, cost)),
+            Item::Call(record, cost) => calls.push(CallEvent { record, cost }),
             Item::OffCpu(off) => off_cpu.push(off),
         });
         if let Some(nif) = self.nif.as_mut() {
-            nif.name_batch(&mut calls, &mut self.table, |(call, _)| call);
+            nif.name_batch(&mut calls, &mut self.table, |event| &mut event.record);
         }
-        for (record, cost) in calls {
-            self.comms
-                .entry(record.pid)
-                .or_insert_with(|| target::comm(record.pid));
-            self.aggregator.record(&record);
-            if let Some(costs) = self.costs.as_mut() {
-                costs.call(&record, cost.as_ref());
+        let mut new_processes = BTreeMap::new();
+        let mut new_threads = BTreeMap::new();
+        for call in &calls {
+            let pid = call.record.pid;
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.processes.entry(pid) {
+                let comm = target::comm(pid);
+                entry.insert(comm.clone());
+                new_processes.insert(pid, comm);
             }
+            self.aggregates.call(call);
         }
-        let Some(costs) = self.costs.as_mut() else {
-            return;
-        };
-        for off in off_cpu {
-            self.thread_comms
-                .entry(off.tid)
-                .or_insert_with(|| target::comm(off.tid));
-            let boundary = match (off.boundary, self.nif.as_mut()) {
-                (NO_BOUNDARY, _) => None,
-                (b, Some(nif)) if beam::is_dispatch(b) => {
-                    nif.boundary_of(off.pid, off.target, &mut self.table)
-                }
-                (b, _) => Some(b),
+        for off in &mut off_cpu {
+            off.boundary = match (off.boundary, self.nif.as_mut()) {
+                (NO_BOUNDARY, _) => NO_BOUNDARY,
+                (b, Some(nif)) if beam::is_dispatch(b) => nif
+                    .boundary_of(off.pid, off.target, &mut self.table)
+                    .unwrap_or(NO_BOUNDARY),
+                (b, _) => b,
             };
-            costs.off_cpu(&interrupt_waker(off), boundary);
+            *off = interrupt_waker(*off);
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.threads.entry(off.tid) {
+                let info = ThreadInfo {
+                    pid: off.pid,
+                    comm: target::comm(off.tid),
+                };
+                entry.insert(info.clone());
+                new_threads.insert(off.tid, info);
+            }
+            self.aggregates.off_cpu(off);
         }
+        let new_boundaries = self.new_boundaries();
+        if let Some(writer) = self.writer.as_mut() {
+            writer.names(&new_processes, &new_threads)?;
+            writer.boundaries(&new_boundaries)?;
+            writer.calls(&calls)?;
+            writer.off_cpu(&off_cpu)?;
+            writer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Boundaries added to the table since the last call (NIFs are named as they are
+    /// first called), now also in `infos`.
+    fn new_boundaries(&mut self) -> BTreeMap<u32, BoundaryInfo> {
+        let new: BTreeMap<u32, BoundaryInfo> = self
+            .table
+            .iter()
+            .filter(|b| !self.infos.contains_key(&b.id))
+            .map(|b| (b.id, BoundaryInfo::of(b, self.nif_site)))
+            .collect();
+        self.infos.extend(new.clone());
+        new
     }
 
     fn rescan(&mut self, ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
@@ -649,82 +685,99 @@ fn interrupt_waker(mut off: OffCpuRecord) -> OffCpuRecord {
     off
 }
 
-/// Reads each target thread's kernel state: its figures outside any crossing. Returns
-/// the blocks the threads put into and took out of the live map, summed.
+/// Reads each target thread's kernel state: its figures outside any crossing, and the
+/// blocks it put into and took out of the live map (summed over the threads).
 fn read_threads(
     ebpf: &Ebpf,
     pids: &[u32],
-    costs: &mut CostAggregator,
-    comms: &mut HashMap<u32, String>,
-) -> anyhow::Result<(u64, u64)> {
-    let (mut inserted, mut removed) = (0, 0);
+    names: &mut BTreeMap<u32, ThreadInfo>,
+) -> anyhow::Result<(Vec<ThreadOutside>, u64, u64)> {
     let map = ebpf
         .map(loader::CALL_STACKS)
         .ok_or(ProbeError::MissingMap {
             name: loader::CALL_STACKS,
         })?;
     let stacks = BpfHashMap::<_, u32, CallStack>::try_from(map)?;
+    let (mut threads, mut inserted, mut removed) = (Vec::new(), 0, 0);
     for entry in stacks.iter() {
         let Ok((tid, stack)) = entry else {
             continue;
         };
-        if !pids.contains(&stack.thread.tgid) {
+        let thread = &stack.thread;
+        if !pids.contains(&thread.tgid) {
             continue;
         }
         // The kernel's copy is the latest name seen: a first-seen one may predate an exec.
-        match stack.thread.comm.iter().position(|&b| b == 0).unwrap_or(16) {
-            0 => {
-                comms.entry(tid).or_insert_with(|| target::comm(tid));
-            }
-            end => {
-                comms.insert(
-                    tid,
-                    String::from_utf8_lossy(&stack.thread.comm[..end]).into_owned(),
-                );
-            }
-        }
-        costs.thread_outside(
+        let comm = match thread.comm.iter().position(|&b| b == 0).unwrap_or(16) {
+            0 => names
+                .get(&tid)
+                .map_or_else(|| target::comm(tid), |t| t.comm.clone()),
+            end => String::from_utf8_lossy(&thread.comm[..end]).into_owned(),
+        };
+        names.insert(
             tid,
-            stack.thread.tgid,
-            stack.thread.outside,
-            stack.thread.frees_untracked,
+            ThreadInfo {
+                pid: thread.tgid,
+                comm,
+            },
         );
-        inserted += stack.thread.live_inserted;
-        removed += stack.thread.live_removed;
+        threads.push(build::thread_outside(
+            tid,
+            thread.tgid,
+            &thread.outside,
+            thread.frees_untracked,
+        ));
+        inserted += thread.live_inserted;
+        removed += thread.live_removed;
     }
-    Ok((inserted, removed))
+    threads.sort_by_key(|t| t.tid);
+    Ok((threads, inserted, removed))
 }
 
-/// Charges every block still live to the crossing that allocated it; returns how many
-/// blocks the map held.
+/// Every block still live, with the crossing that allocated it (weighted when sampled).
 fn read_live(
     ebpf: &Ebpf,
     config: AllocConfig,
-    costs: &mut CostAggregator,
     mut nif: Option<&mut NifTracing>,
     table: &mut BoundaryTable,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Vec<LiveEntry>> {
     let map = ebpf
         .map(loader::LIVE_BLOCKS)
         .ok_or(ProbeError::MissingMap {
             name: loader::LIVE_BLOCKS,
         })?;
-    let live = BpfHashMap::<_, LiveKey, LiveBlock>::try_from(map)?;
-    let mut count = 0;
-    for entry in live.iter() {
+    let blocks = BpfHashMap::<_, LiveKey, LiveBlock>::try_from(map)?;
+    let mut live = Vec::new();
+    for entry in blocks.iter() {
         let Ok((key, block)) = entry else {
             continue;
         };
-        count += 1;
         let boundary = match (block.boundary, nif.as_deref_mut()) {
             (b, Some(nif)) if beam::is_dispatch(b) => nif
                 .boundary_of(key.tgid, block.target, table)
                 .unwrap_or(NO_BOUNDARY),
             (b, _) => b,
         };
-        costs.live(key.tgid, boundary, config.weight(block.size).1, block.ns);
+        live.push(LiveEntry {
+            pid: key.tgid,
+            boundary,
+            bytes: config.weight(block.size).1,
+            ns: block.ns,
+        });
     }
-    Ok(count)
+    live.sort_by_key(|l| (l.pid, l.ns, l.boundary));
+    Ok(live)
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of bpf_ktime_get_ns and of every record.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// Sums the per-CPU loss and consistency counters.

@@ -55,6 +55,11 @@ pub struct BoundaryTable {
 }
 
 impl BoundaryTable {
+    /// Every boundary, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Boundary> {
+        self.boundaries.iter()
+    }
+
     pub fn get(&self, id: u32) -> Option<&Boundary> {
         self.boundaries
             .get(usize::try_from(id).ok()?.checked_sub(1)?)

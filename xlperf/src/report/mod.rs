@@ -1,5 +1,7 @@
 //! What a recording tells its user: the JSON summary and the terminal table.
 
+pub mod build;
+pub mod command;
 pub mod insights;
 pub mod summary;
 pub mod table;

@@ -2,16 +2,19 @@
 //!
 //! Schema version 1. Field names never change within a version; new fields may appear.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use xlperf_common::thread_kind;
 
 use crate::{
+    capture::model::BoundaryInfo,
     metrics::{
         calls::{CallAggregator, CallStats},
         cost::{BoundaryCost, CostAggregator},
     },
-    probe::{alloc::AllocProbe, boundary::BoundaryTable, prologue::ProbeSite},
+    probe::alloc::AllocProbe,
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -53,10 +56,15 @@ pub struct Summary {
     pub processes: Option<Vec<ProcessSummary>>,
     /// What the detectors found, most important first.
     pub insights: Vec<Insight>,
+    /// Only in `report` of a capture file cut short (the recording was killed): the
+    /// figures cover the calls up to its last complete chunk, and the kernel's counters
+    /// (drops, live blocks, threads' outside buckets) are missing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// How allocations were traced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AllocRecording {
     /// Most blocks tracked as live at once (`--alloc-live-max`).
     pub live_capacity: u32,
@@ -201,11 +209,11 @@ pub struct Insight {
 }
 
 /// How NIF calls were caught, and what was seen but not reported.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NifRecording {
     /// `dispatch` (probes on the VM's NIF call functions) or `fptr` (a probe pair on
     /// each NIF function).
-    pub mode: &'static str,
+    pub mode: String,
     /// Why dispatch mode was not used, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
@@ -259,7 +267,7 @@ pub struct NifSummary {
     pub module: String,
     pub arity: u32,
     /// `cpu` or `io` for a NIF declared dirty, else null.
-    pub dirty: Option<&'static str>,
+    pub dirty: Option<String>,
     /// Calls per kind of thread they ran on.
     pub scheduler: SchedulerCounts,
     pub long_calls: LongCalls,
@@ -284,29 +292,22 @@ pub struct LongCalls {
 }
 
 /// Builds the per-boundary rows; `comm` names each pid.
-/// `nif_site`: where the NIF dispatch probes sit, when they (not a probe on each NIF)
-/// caught the NIF calls.
 pub fn boundaries(
     aggregator: &CallAggregator,
     costs: Option<&Costs<'_>>,
-    table: &BoundaryTable,
+    infos: &BTreeMap<u32, BoundaryInfo>,
     comm: impl Fn(u32) -> String,
-    nif_site: Option<ProbeSite>,
 ) -> Vec<BoundarySummary> {
     aggregator
         .by_total_time()
         .into_iter()
         .filter_map(|(pid, id, stats)| {
-            let boundary = table.get(id)?;
-            let site = match (&boundary.nif, nif_site) {
-                (Some(_), Some(dispatch)) => dispatch,
-                _ => boundary.site,
-            };
+            let boundary = infos.get(&id)?;
             Some(BoundarySummary {
                 pid,
                 comm: comm(pid),
-                library: boundary.library_name(),
-                library_path: boundary.library.display().to_string(),
+                library: boundary.library.clone(),
+                library_path: boundary.library_path.clone(),
                 function: boundary.function.clone(),
                 calls: stats.calls,
                 total_ns: stats.total_ns,
@@ -316,8 +317,8 @@ pub fn boundaries(
                 p99_ns: stats.quantile(0.99).min(stats.max()),
                 max_ns: stats.max(),
                 depth_max: stats.depth_max,
-                probe_offset: site.offset,
-                probe_emulated: site.emulated,
+                probe_offset: boundary.probe_offset,
+                probe_emulated: boundary.probe_emulated,
                 runtime: if boundary.nif.is_some() {
                     "beam"
                 } else {
@@ -336,7 +337,7 @@ pub fn boundaries(
 }
 
 fn nif_summary(
-    nif: &crate::probe::beam::entry::NifFunction,
+    nif: &crate::capture::model::NifInfo,
     stats: &CallStats,
     threshold_ns: u64,
 ) -> NifSummary {
@@ -345,7 +346,7 @@ fn nif_summary(
     NifSummary {
         module: nif.module.clone(),
         arity: nif.arity,
-        dirty: nif.dirty(),
+        dirty: nif.dirty.clone(),
         scheduler: SchedulerCounts {
             normal: count(thread_kind::BEAM_NORMAL),
             dirty_cpu: count(thread_kind::BEAM_DIRTY_CPU),

@@ -14,7 +14,7 @@ use aya::{
     Ebpf,
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     ProbeError,
@@ -49,7 +49,7 @@ const ENIF_FUNCTIONS: &[(&str, &str)] = &[
 const REPLACEMENTS: &[&str] = &["libjemalloc", "libmimalloc", "libtcmalloc"];
 
 /// One allocator function probed, as reported in the summary.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AllocProbe {
     pub library: String,
     pub function: String,

@@ -1,0 +1,4 @@
+//! Capture files: `record -o FILE` writes one while it records, `report FILE` reads it.
+
+pub mod file;
+pub mod model;

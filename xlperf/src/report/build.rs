@@ -1,0 +1,194 @@
+//! From records to a summary: the one path both a live recording and `report FILE` take,
+//! so that a capture file reproduces the live summary exactly.
+
+use std::collections::BTreeMap;
+
+use xlperf_common::{Cost, NO_BOUNDARY, OffCpuRecord};
+
+use super::{
+    Summary, insights,
+    summary::{self, Costs},
+};
+use crate::{
+    capture::model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo, ThreadOutside},
+    metrics::{calls::CallAggregator, cost::CostAggregator},
+};
+
+/// Everything the records of one recording feed.
+#[derive(Debug)]
+pub struct Aggregates {
+    pub calls: CallAggregator,
+    /// Allocation and scheduler figures (`--alloc`, `--sched`).
+    pub costs: Option<CostAggregator>,
+}
+
+impl Aggregates {
+    pub fn new(meta: &Meta) -> Self {
+        Self {
+            calls: CallAggregator::new(meta.long_call_ns),
+            costs: (meta.alloc || meta.sched).then(CostAggregator::default),
+        }
+    }
+
+    pub fn call(&mut self, event: &CallEvent) {
+        self.calls.record(&event.record);
+        if let Some(costs) = self.costs.as_mut() {
+            costs.call(&event.record, event.cost.as_ref());
+        }
+    }
+
+    /// An off-CPU period whose `boundary` is already the named crossing (or NO_BOUNDARY).
+    pub fn off_cpu(&mut self, record: &OffCpuRecord) {
+        if let Some(costs) = self.costs.as_mut() {
+            let boundary = (record.boundary != NO_BOUNDARY).then_some(record.boundary);
+            costs.off_cpu(record, boundary);
+        }
+    }
+
+    /// What the kernel held at the end: threads' outside buckets and live blocks.
+    pub fn end(&mut self, end: &End) {
+        let Some(costs) = self.costs.as_mut() else {
+            return;
+        };
+        for t in &end.threads_outside {
+            costs.thread_outside(t.tid, t.pid, outside_cost(t), t.frees_untracked);
+        }
+        for live in &end.live {
+            costs.live(live.pid, live.boundary, live.bytes, live.ns);
+        }
+    }
+}
+
+/// A thread's outside bucket as the kernel's `Cost`, and back.
+pub fn outside_cost(t: &ThreadOutside) -> Cost {
+    Cost {
+        alloc_count: t.alloc_count,
+        alloc_bytes: t.alloc_bytes,
+        free_count: t.free_count,
+        free_bytes: t.free_bytes,
+        mmap_count: t.mmap_count,
+        mmap_bytes: t.mmap_bytes,
+        munmap_bytes: t.munmap_bytes,
+        offcpu_ns: t.offcpu_ns,
+        runq_ns: t.runq_ns,
+        switches: t.switches,
+        kmem_count: t.kmem_count,
+        kmem_bytes: t.kmem_bytes,
+    }
+}
+
+pub fn thread_outside(tid: u32, pid: u32, cost: &Cost, frees_untracked: u64) -> ThreadOutside {
+    ThreadOutside {
+        tid,
+        pid,
+        alloc_count: cost.alloc_count,
+        alloc_bytes: cost.alloc_bytes,
+        free_count: cost.free_count,
+        free_bytes: cost.free_bytes,
+        offcpu_ns: cost.offcpu_ns,
+        runq_ns: cost.runq_ns,
+        switches: cost.switches,
+        kmem_count: cost.kmem_count,
+        kmem_bytes: cost.kmem_bytes,
+        mmap_count: cost.mmap_count,
+        mmap_bytes: cost.mmap_bytes,
+        munmap_bytes: cost.munmap_bytes,
+        frees_untracked,
+    }
+}
+
+/// The names and facts a summary is made of, besides the aggregates.
+pub struct Recording<'a> {
+    pub meta: &'a Meta,
+    pub processes: &'a BTreeMap<u32, String>,
+    pub threads: &'a BTreeMap<u32, ThreadInfo>,
+    pub boundaries: &'a BTreeMap<u32, BoundaryInfo>,
+    pub end: &'a End,
+    pub truncated: bool,
+}
+
+pub fn summary(aggregates: &Aggregates, recording: &Recording<'_>) -> Summary {
+    let meta = recording.meta;
+    let end = recording.end;
+    let comm = |pid: u32| {
+        recording
+            .processes
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| "?".into())
+    };
+    let thread_comm = |tid: u32| {
+        recording
+            .threads
+            .get(&tid)
+            .map_or_else(|| "?".into(), |t| t.comm.clone())
+    };
+    let costs = aggregates.costs.as_ref().map(|aggregator| Costs {
+        aggregator,
+        alloc: meta.alloc,
+        kmem: meta.kmem,
+        sched: meta.sched,
+    });
+    let mut summary = Summary {
+        schema_version: summary::SCHEMA_VERSION,
+        duration_ns: end.duration_ns,
+        dropped: end.dropped,
+        probe_cost_ns: meta.probe_cost_ns,
+        boundaries: summary::boundaries(
+            &aggregates.calls,
+            costs.as_ref(),
+            recording.boundaries,
+            comm,
+        ),
+        target_exit_status: end.target_exit_status,
+        depth_overflow: end.depth_overflow,
+        unmatched_returns: end.unmatched_returns,
+        abandoned: end.abandoned,
+        malformed: end.malformed,
+        stack_map_full: end.stack_map_full,
+        nif: end.nif.clone(),
+        alloc: end.alloc.clone(),
+        threads: costs.as_ref().map(|c| c.threads(thread_comm)),
+        processes: costs.as_ref().map(|c| c.processes(comm)),
+        insights: Vec::new(),
+        truncated: recording.truncated,
+    };
+    summary.insights = insights::detect(&summary);
+    summary
+}
+
+/// The summary of a capture file, rebuilt from its records. A file cut short has no end
+/// chunk: its duration then runs to its last record, and its kernel counters are unknown
+/// (zero), which `truncated` says.
+pub fn from_capture(capture: &Capture) -> Summary {
+    let mut aggregates = Aggregates::new(&capture.meta);
+    for call in &capture.calls {
+        aggregates.call(call);
+    }
+    for off in &capture.off_cpu {
+        aggregates.off_cpu(off);
+    }
+    let end = capture.end.clone().unwrap_or_else(|| End {
+        duration_ns: capture
+            .calls
+            .iter()
+            .map(|c| c.record.start_ns.saturating_add(c.record.duration_ns))
+            .chain(capture.off_cpu.iter().map(|o| o.end_ns))
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(capture.meta.started_monotonic_ns),
+        ..End::default()
+    });
+    aggregates.end(&end);
+    summary(
+        &aggregates,
+        &Recording {
+            meta: &capture.meta,
+            processes: &capture.processes,
+            threads: &capture.threads,
+            boundaries: &capture.boundaries,
+            end: &end,
+            truncated: capture.truncated,
+        },
+    )
+}
