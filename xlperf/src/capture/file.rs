@@ -41,9 +41,9 @@ const MAX_CHUNK: u32 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write { path: PathBuf, source: io::Error },
     #[error(
         "{path} is not an xlperf capture file (it does not start with XLPERFCAP); make one with `xlperf record -o FILE`"
