@@ -58,6 +58,73 @@ pub enum Command {
     ///   xlperf report run.xlperf --format svg -o run.svg
     #[command(verbatim_doc_comment)]
     Report(ReportArgs),
+    /// Serve Prometheus metrics of the targets' crossings on /metrics (Prometheus text or
+    /// OpenMetrics, by the scraper's Accept header) and /healthz, until Ctrl-C.
+    ///
+    /// Processes named with --comm are picked up when they start; the series of a process
+    /// that exits are dropped after --grace. Metric names: README.md, "Prometheus".
+    ///
+    /// Examples:
+    ///   sudo xlperf serve --comm beam.smp
+    ///   sudo xlperf serve -p 4242 --ffi 'libssl.so.3:SSL_*' --alloc --sched
+    ///   sudo xlperf serve --comm beam.smp --listen 0.0.0.0:9464   (reachable from other hosts)
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Trace this process (repeatable).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Trace every process with this name (as in /proc/PID/comm, e.g. beam.smp), now and
+    /// as they start (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+
+    /// As for `record`: C-ABI functions to trace, LIB[:GLOB] (repeatable).
+    #[arg(long = "ffi", value_name = "LIB[:GLOB]")]
+    pub ffi: Vec<String>,
+
+    /// Trace NIF calls (on by default for a BEAM when no --ffi is given).
+    #[arg(long)]
+    pub nif: bool,
+
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub nif_mode: NifMode,
+
+    #[arg(long, default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub long_nif: Duration,
+
+    /// Allocation counters per crossing (see `record --alloc`).
+    #[arg(long)]
+    pub alloc: bool,
+
+    /// On-CPU, off-CPU and run-queue seconds per crossing (see `record --sched`).
+    #[arg(long)]
+    pub sched: bool,
+
+    /// Address to serve on. The default is loopback only: serving other hosts takes an
+    /// explicit address such as 0.0.0.0:9464.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// Most label sets (pid, comm, runtime, library, function) exposed at once; more are
+    /// folded into function="other" and counted in xlperf_series_overflow_total.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub max_series: usize,
+
+    /// How long the series of an exited process stay exposed (so the last scrape sees
+    /// its final counts).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub grace: Duration,
+
+    #[arg(long, default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
+    pub ring_size: u32,
+
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_functions: usize,
 }
 
 #[derive(Debug, Args)]

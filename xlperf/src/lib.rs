@@ -13,6 +13,7 @@ pub mod privileges;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -27,5 +28,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Record(args) => record::run(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::List(args) => list::run(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Report(args) => report::command::run(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Serve(args) => serve::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

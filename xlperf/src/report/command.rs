@@ -47,8 +47,15 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 }
 
 fn export(
-    _capture: &crate::capture::model::Capture,
+    capture: &crate::capture::model::Capture,
     format: crate::cli::ExportFormat,
 ) -> anyhow::Result<Vec<u8>> {
-    bail!("--format {format:?} is not available yet")
+    use crate::{cli::ExportFormat as Cli, export::Format};
+    let format = match format {
+        Cli::Perfetto => Format::Perfetto,
+        Cli::Chrome => Format::Chrome,
+        Cli::Folded => Format::Folded,
+        Cli::Svg => Format::Svg,
+    };
+    Ok(crate::export::export(capture, format)?)
 }

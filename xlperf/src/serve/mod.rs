@@ -1,0 +1,401 @@
+//! `xlperf serve`: the same probes as `record`, kept on, with what they see exposed to
+//! Prometheus instead of summarised at the end.
+
+pub mod exposition;
+mod http;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    maps::{PerCpuArray, RingBuf},
+    programs::uprobe::UProbeScope,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use xlperf_common::{COUNTERS_SLOT, Counters};
+
+use self::exposition::Exposition;
+use crate::{
+    capture::model::{BoundaryInfo, CallEvent},
+    cli::{FfiSpec, ServeArgs},
+    event::ring::{CallRecords, Item},
+    privileges,
+    probe::{
+        ProbeError,
+        alloc::AllocTracing,
+        attach::{self, Attachment},
+        beam::{self, tracing::NifTracing},
+        boundary::BoundaryTable,
+        calibrate,
+        library::Scope,
+        links::Links,
+        loader::{self, CALL_RECORDS, FFI_COUNTERS},
+        prologue::ProbeSite,
+        target, tracepoints,
+    },
+};
+
+/// How often the ring buffer is drained (the kernel side never wakes us).
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How often new processes are looked for, exits noticed and self-metrics updated.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    privileges::check().map_err(|why| anyhow!(why))?;
+    if args.pids.is_empty() && args.comm.is_empty() {
+        return Err(anyhow!(
+            "serve needs targets: -p PID (repeatable) or --comm NAME (e.g. --comm beam.smp)"
+        ));
+    }
+    let specs: Vec<FfiSpec> = args
+        .ffi
+        .iter()
+        .map(|s| FfiSpec::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!(e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    runtime.block_on(serve(args, specs))
+}
+
+async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
+    for &pid in &args.pids {
+        target::check_pid(pid)?;
+    }
+    // Bind first: a port in use is one line before anything is loaded.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (in use? pick another with --listen)",
+                args.listen
+            )
+        })?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+
+    let mut ebpf = loader::load(args.ring_size, if args.alloc { 262_144 } else { 0 }, 0)?;
+    let cost = calibrate::measure(&mut ebpf)?;
+    let ring = ebpf
+        .take_map(CALL_RECORDS)
+        .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;
+    let ring = RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
+        what: "opening the call-record ring buffer".into(),
+        source,
+    })?;
+    let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
+    records.drain(|_| {});
+    let calibration = counters(&ebpf)?;
+
+    let exposition = Arc::new(Mutex::new(Exposition::new(
+        args.max_series,
+        u64::try_from(args.long_nif.as_nanos()).unwrap_or(u64::MAX),
+        args.alloc,
+        args.sched,
+    )));
+    lock(&exposition)
+        .probe_cost
+        .set(cost.per_call_ns as f64 / 1e9);
+
+    let mut global = Links::default();
+    if args.alloc || args.sched {
+        tracepoints::write_layout(&mut ebpf, tracepoints::layout(false)?)?;
+    }
+    if args.sched {
+        for (program, name) in [
+            (loader::SCHED_SWITCH, "sched_switch"),
+            (loader::SCHED_WAKING, "sched_waking"),
+            (loader::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
+        ] {
+            tracepoints::attach(&mut ebpf, &mut global, program, "sched", name)?;
+        }
+    }
+
+    let mut tracer = Tracer {
+        ebpf,
+        specs,
+        table: BoundaryTable::default(),
+        nif: None,
+        nif_site: None,
+        infos: HashMap::new(),
+        comms: HashMap::new(),
+        processes: HashMap::new(),
+        exposition: Arc::clone(&exposition),
+        args,
+    };
+    for &pid in &args.pids {
+        tracer.add(pid)?;
+    }
+    for pid in tracer.new_by_name() {
+        if let Err(e) = tracer.add(pid) {
+            log::warn!("pid {pid}: {e:#}");
+            eprintln!("xlperf: not tracing pid {pid}: {e:#}");
+        }
+    }
+    let address = listener.local_addr().unwrap_or(args.listen);
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&exposition)));
+    eprintln!(
+        "xlperf: serving metrics on http://{address}/metrics for {} process(es){}; Ctrl-C to stop",
+        tracer.processes.len(),
+        if args.comm.is_empty() {
+            String::new()
+        } else {
+            format!(" and every new {}", args.comm.join(", "))
+        }
+    );
+
+    let mut last_scan = Instant::now();
+    let mut last_dropped = 0;
+    let mut hits_at_scan = 0;
+    loop {
+        let stop = tokio::select! {
+            waited = records.wait(POLL_INTERVAL) => {
+                waited.context("reading the ring buffer")?;
+                false
+            }
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+        };
+        tracer.drain(&mut records);
+        if stop {
+            break;
+        }
+        if last_scan.elapsed() >= SCAN_INTERVAL {
+            let elapsed = last_scan.elapsed();
+            last_scan = Instant::now();
+            for pid in tracer.new_by_name() {
+                if let Err(e) = tracer.add(pid) {
+                    eprintln!("xlperf: not tracing pid {pid}: {e:#}");
+                }
+            }
+            tracer.retire();
+            tracer.rescan();
+            let dropped = counters(&tracer.ebpf)?
+                .zip_with(&calibration, u64::saturating_sub)
+                .dropped;
+            let e = lock(&exposition);
+            e.dropped.inc_by(dropped.saturating_sub(last_dropped));
+            last_dropped = dropped;
+            let hits = e.probe_hits.get();
+            let calls = hits.saturating_sub(hits_at_scan) / 2;
+            hits_at_scan = hits;
+            e.overhead
+                .set(calls as f64 * cost.per_call_ns as f64 / elapsed.as_nanos().max(1) as f64);
+            e.rss.set(own_rss());
+            e.targets.set(
+                i64::try_from(
+                    tracer
+                        .processes
+                        .values()
+                        .filter(|p| p.exited.is_none())
+                        .count(),
+                )
+                .unwrap_or(i64::MAX),
+            );
+        }
+    }
+    server.abort();
+    drop(global);
+    Ok(())
+}
+
+fn lock(e: &Mutex<Exposition>) -> std::sync::MutexGuard<'_, Exposition> {
+    e.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A traced process.
+struct Process {
+    links: Links,
+    /// When it was seen gone; its series go `--grace` later.
+    exited: Option<Instant>,
+}
+
+struct Tracer<'a> {
+    ebpf: Ebpf,
+    specs: Vec<FfiSpec>,
+    table: BoundaryTable,
+    nif: Option<NifTracing>,
+    nif_site: Option<ProbeSite>,
+    infos: HashMap<u32, BoundaryInfo>,
+    comms: HashMap<u32, String>,
+    processes: HashMap<u32, Process>,
+    exposition: Arc<Mutex<Exposition>>,
+    args: &'a ServeArgs,
+}
+
+impl Tracer<'_> {
+    /// Processes named by --comm that are not traced yet.
+    fn new_by_name(&self) -> Vec<u32> {
+        if self.args.comm.is_empty() {
+            return Vec::new();
+        }
+        let own = std::process::id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut found: Vec<u32> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != own && !self.processes.contains_key(pid))
+            .filter(|pid| self.args.comm.contains(&target::comm(*pid)))
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
+    /// Attaches every probe that applies to `pid`.
+    fn add(&mut self, pid: u32) -> anyhow::Result<()> {
+        let nonzero = target::check_pid(pid)?;
+        let scope = UProbeScope::OneProcess(nonzero);
+        let mut links = Links::default();
+        let mut ids = Vec::new();
+        for spec in &self.specs {
+            ids.extend(self.table.add(spec, &Scope::Pid(pid))?);
+        }
+        if self.table.len() > self.args.max_functions {
+            return Err(ProbeError::TooManyFunctions {
+                count: self.table.len(),
+                max: self.args.max_functions,
+            }
+            .into());
+        }
+        attach::attach_ffi(
+            &mut self.ebpf,
+            &self.table,
+            &[Attachment::pid(nonzero, ids)],
+            &mut links,
+        )?;
+        let vm = beam::vm_of_pid(pid)?;
+        if let Some(vm) = &vm
+            && (self.args.nif || self.specs.is_empty())
+        {
+            if self.nif.is_none() {
+                let nif = NifTracing::prepare(vm, self.args.nif_mode)?;
+                self.nif_site = match &nif.mode {
+                    beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
+                    beam::tracing::Mode::Fptr { .. } => None,
+                };
+                self.nif = Some(nif);
+            }
+            if let Some(nif) = self.nif.as_mut() {
+                nif.attach(&mut self.ebpf, &mut self.table, scope, Some(pid))?;
+            }
+        } else if self.specs.is_empty() && !self.args.alloc && !self.args.sched {
+            return Err(anyhow!(
+                "pid {pid} ({}) is not an Erlang/Elixir VM: name C-ABI functions with --ffi LIB[:GLOB]",
+                target::comm(pid)
+            ));
+        }
+        if self.args.alloc {
+            AllocTracing::prepare(&Scope::Pid(pid), vm.as_deref())?.attach(
+                &mut self.ebpf,
+                &mut links,
+                scope,
+            )?;
+        }
+        if self.args.alloc || self.args.sched {
+            tracepoints::add_target(&mut self.ebpf, pid)?;
+        }
+        self.comms.insert(pid, target::comm(pid));
+        self.processes.insert(
+            pid,
+            Process {
+                links,
+                exited: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Notes processes gone, and drops those gone longer than the grace period: their
+    /// probes and their series.
+    fn retire(&mut self) {
+        let now = Instant::now();
+        let mut forget = HashSet::new();
+        for (&pid, process) in &mut self.processes {
+            match process.exited {
+                None if !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    || target::comm(pid) == "?" =>
+                {
+                    process.exited = Some(now);
+                }
+                Some(at) if now.duration_since(at) >= self.args.grace => {
+                    forget.insert(pid);
+                }
+                _ => {}
+            }
+        }
+        for pid in forget {
+            if let Some(process) = self.processes.remove(&pid) {
+                drop(process.links);
+            }
+            lock(&self.exposition).forget(pid);
+        }
+    }
+
+    fn rescan(&mut self) {
+        if let Some(nif) = self.nif.as_mut()
+            && let Err(e) = nif.rescan(&mut self.ebpf, &mut self.table)
+        {
+            log::warn!("probing newly loaded NIF libraries: {e}");
+        }
+    }
+
+    /// Takes in every record available now.
+    fn drain(&mut self, records: &mut CallRecords) {
+        let mut calls: Vec<CallEvent> = Vec::new();
+        records.drain_items(|item| {
+            if let Item::Call(record, cost) = item {
+                calls.push(CallEvent { record, cost });
+            }
+        });
+        if let Some(nif) = self.nif.as_mut() {
+            nif.name_batch(&mut calls, &mut self.table, |e| &mut e.record);
+        }
+        let mut exposition = lock(&self.exposition);
+        for call in &calls {
+            let id = call.record.boundary;
+            if !self.infos.contains_key(&id) {
+                let Some(boundary) = self.table.get(id) else {
+                    continue;
+                };
+                self.infos
+                    .insert(id, BoundaryInfo::of(boundary, self.nif_site));
+            }
+            let Some(info) = self.infos.get(&id) else {
+                continue;
+            };
+            let pid = call.record.pid;
+            let comm = self.comms.entry(pid).or_insert_with(|| target::comm(pid));
+            exposition.call(&call.record, call.cost.as_ref(), info, comm);
+        }
+    }
+}
+
+/// Sums the per-CPU loss and consistency counters.
+fn counters(ebpf: &Ebpf) -> anyhow::Result<Counters> {
+    let map = ebpf
+        .map(FFI_COUNTERS)
+        .ok_or(ProbeError::MissingMap { name: FFI_COUNTERS })?;
+    let per_cpu = PerCpuArray::<_, Counters>::try_from(map)?;
+    let values = per_cpu.get(&COUNTERS_SLOT, 0)?;
+    Ok(values.iter().fold(Counters::default(), |sum, cpu| {
+        sum.zip_with(cpu, u64::saturating_add)
+    }))
+}
+
+/// xlperf's resident memory, bytes.
+fn own_rss() -> i64 {
+    let pages: i64 = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
