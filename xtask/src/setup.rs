@@ -143,6 +143,9 @@ pub fn test_toolchains() -> anyhow::Result<()> {
         ("erlc", "erlang-dev"),
         ("erl", "erlang-crypto"),
         ("elixir", "elixir"),
+        // Prometheus's server and promtool: the `serve` test scrapes xlperf with a real
+        // Prometheus, and the ops tests check and unit-test the alert rules in scripts/.
+        ("promtool", "prometheus"),
     ] {
         let missing = if which("dpkg-query").is_ok() {
             !deb_installed(package)
@@ -164,6 +167,10 @@ pub fn test_toolchains() -> anyhow::Result<()> {
         if !std::path::Path::new(library).exists() {
             apt.push(package);
         }
+    }
+    // PyYAML: the ops tests parse the Kubernetes manifest in scripts/ with it.
+    if !python_has("yaml") && !apt.contains(&"python3-yaml") {
+        apt.push("python3-yaml");
     }
     if !apt.is_empty() {
         if which("apt-get").is_err() {

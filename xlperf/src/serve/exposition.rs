@@ -219,8 +219,13 @@ impl Exposition {
         self.duration
             .get_or_create(&labels)
             .observe(record.duration_ns as f64 / 1e9);
-        if record.thread == thread_kind::BEAM_NORMAL && record.duration_ns > self.long_call_ns {
-            self.long_nif.get_or_create(&labels).inc();
+        if record.thread == thread_kind::BEAM_NORMAL {
+            // Created at 0 with the NIF's first call, so that increase() sees the first
+            // long call too.
+            let long = self.long_nif.get_or_create(&labels);
+            if record.duration_ns > self.long_call_ns {
+                long.inc();
+            }
         }
         if let Some(cost) = cost {
             if cost.alloc_count + cost.free_count > 0 {
