@@ -190,6 +190,10 @@ pub fn test_toolchains() -> anyhow::Result<()> {
     if !python_has("ziglang") {
         cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "ziglang"]))?;
     }
+    // Perfetto's own protobuf definitions: the export tests decode xlperf's traces with them.
+    if !python_has("perfetto.protos.perfetto.trace.perfetto_trace_pb2") {
+        cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "perfetto"]))?;
+    }
     Ok(())
 }
 
