@@ -332,6 +332,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut last_rescan = Instant::now();
+    let mut progress = Progress::new();
     loop {
         let stop = tokio::select! {
             waited = records.wait(POLL_INTERVAL) => {
@@ -351,7 +352,17 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             last_rescan = Instant::now();
             collector.rescan(&mut ebpf)?;
         }
+        progress.show(
+            started.elapsed(),
+            collector.aggregates.calls.records,
+            || {
+                counters(&ebpf)
+                    .map(|c| c.zip_with(&calibration, u64::saturating_sub).dropped)
+                    .unwrap_or(0)
+            },
+        );
     }
+    progress.clear();
     // Everything a finished target emitted is already in the ring buffer.
     collector.drain(&mut records)?;
     let duration = started.elapsed();
@@ -767,6 +778,50 @@ fn read_live(
     }
     live.sort_by_key(|l| (l.pid, l.ns, l.boundary));
     Ok(live)
+}
+
+/// A status line on a terminal (elapsed time, records, drops), redrawn every second
+/// once a recording has run for two; nothing at all when stderr is not a terminal.
+struct Progress {
+    terminal: bool,
+    last: Option<Instant>,
+    shown: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            last: None,
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, elapsed: Duration, records: u64, dropped: impl FnOnce() -> u64) {
+        if !self.terminal
+            || elapsed < Duration::from_secs(2)
+            || self
+                .last
+                .is_some_and(|l| l.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.shown = true;
+        eprint!(
+            "\r\x1b[2Kxlperf: {} recorded, {records} records, {} dropped",
+            table::human_ns(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)),
+            dropped()
+        );
+    }
+
+    /// Erases the status line before the summary is printed.
+    fn clear(&self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 /// CLOCK_MONOTONIC now, in ns: the clock of bpf_ktime_get_ns and of every record.
