@@ -69,6 +69,47 @@ pub fn run() -> anyhow::Result<()> {
     );
     cmd::run(&mut erl)?;
 
+    println!(
+        "\n=== 4. A capture file, and the same recording as a Perfetto timeline, a flame graph and folded stacks ===\n"
+    );
+    let capture = out.join("batch.xlperf");
+    let capture_s = capture.display().to_string();
+    cmd::run(
+        Command::new(&xlperf)
+            .args([
+                "record",
+                "--json",
+                "--alloc",
+                "--sched",
+                "-o",
+                &capture_s,
+                "--ffi",
+                &format!("{lib_s}:thumb_*"),
+                "--",
+            ])
+            .arg(&batch)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    for (format, file) in [
+        ("perfetto", "batch.pftrace"),
+        ("svg", "batch.svg"),
+        ("chrome", "batch.json"),
+    ] {
+        let path = out.join(file);
+        cmd::run(
+            Command::new(&xlperf)
+                .args(["report", &capture_s, "--format", format, "-o"])
+                .arg(&path),
+        )?;
+        println!("  {format:<9} {}", path.display());
+    }
+    cmd::run(Command::new(&xlperf).args(["report", &capture_s, "--format", "folded"]))?;
+
+    println!(
+        "\n=== 5. xlperf serve: Prometheus metrics of every process named batch, as it starts ===\n"
+    );
+    serve_demo(&xlperf, &batch, &lib_s)?;
+
     let x = xlperf.display();
     println!(
         "
@@ -81,6 +122,10 @@ program's own mallocs land outside any crossing (the per-process line), while
 thumb_encode keeps every block it allocates (LIVE), all through the run: the leak
 insight. --sched splits each call's time into on-CPU, blocked and run-queue time:
 thumb_flush is blocked, not busy.
+Step 4 wrote a capture file: `report` prints its summary again, or exports it; open
+batch.pftrace in https://ui.perfetto.dev (one track per thread, calls nested, off-CPU
+periods under them), batch.svg in a browser, batch.json in chrome://tracing. Step 5 shows
+what Prometheus scrapes from `xlperf serve` (scripts/ has a dashboard and alert rules).
 In the Erlang run, LONG NIF CALLS lists NIFs that held a normal scheduler for over 1 ms:
 on OTP 25, pbkdf2_hmac_nif runs its whole key derivation there.
 
@@ -94,4 +139,68 @@ Try next:
 "
     );
     Ok(())
+}
+
+/// Starts `xlperf serve --comm batch`, runs batch, scrapes /metrics once and prints the
+/// crossing series, as Prometheus would see them.
+fn serve_demo(xlperf: &std::path::Path, batch: &std::path::Path, lib: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+
+    const LISTEN: &str = "127.0.0.1:19464";
+    let mut serve = Command::new(xlperf)
+        .args([
+            "serve",
+            "--comm",
+            "batch",
+            "--ffi",
+            &format!("{lib}:thumb_*"),
+            "--listen",
+            LISTEN,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting xlperf serve")?;
+    let result = (|| -> anyhow::Result<()> {
+        let stderr = serve.stderr.take().context("serve's stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .context("xlperf serve exited before serving")??;
+            eprintln!("{line}");
+            if line.contains("serving metrics") {
+                break;
+            }
+        }
+        // serve looks for new processes every second: batch runs for about 3 s, and its
+        // calls are counted from the moment it is found.
+        let mut child = Command::new(batch)
+            .arg("6000")
+            .spawn()
+            .context("starting batch")?;
+        child.wait().context("waiting for batch")?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut stream =
+            std::net::TcpStream::connect(LISTEN).context("connecting to xlperf serve")?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        println!(
+            "$ curl -s http://{LISTEN}/metrics | grep -E 'calls_total|_count|overhead|dropped'"
+        );
+        for line in response.lines().filter(|l| {
+            !l.starts_with('#')
+                && (l.contains("calls_total")
+                    || l.contains("_count{")
+                    || l.contains("overhead")
+                    || l.contains("dropped"))
+        }) {
+            println!("{line}");
+        }
+        Ok(())
+    })();
+    // SAFETY: kill(2) on our own child's pid with a valid signal: SIGINT ends serve cleanly.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGINT) };
+    let _ = serve.wait();
+    result
 }
