@@ -79,8 +79,9 @@ fn serve(args: &[&str], port: u16) -> Running {
     let mut running = Running(
         Command::new(xlperf_bin())
             .arg("serve")
-            .args(args)
+            // Before ARGS: after a `--` it would belong to the command.
             .args(["--listen", &listen])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -338,4 +339,50 @@ fn serve_errors_are_one_clear_line() {
         ],
         "cannot listen",
     );
+}
+
+#[test]
+fn serve_runs_a_command_from_its_first_call_and_outlives_it() {
+    let w = xlperf_tests::alloc::alloc_workloads();
+    let port = free_port();
+    let _xlperf = serve(
+        &[
+            "--ffi",
+            &ffi("xl_sleep_ms"),
+            "--",
+            xlperf_tests::s(&w.driver),
+            "sleep",
+            "2",
+            "9",
+        ],
+        port,
+    );
+    // Every call, from the first: the command was started under the probes.
+    let body = eventually(Duration::from_secs(20), "9 calls, then no target", || {
+        let (_, body) = get(port, "/metrics", None)?;
+        let calls: f64 = body
+            .lines()
+            .find(|l| l.starts_with("xlperf_crossing_calls_total{"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (calls == 9.0 && body.lines().any(|l| l == "xlperf_targets 0")).then_some(body)
+    });
+    // The command has exited; its series stay for the grace period (60 s), named after it.
+    assert!(body.contains("function=\"xl_sleep_ms\""), "{body}");
+    assert!(body.contains("comm=\"alloc_driver\""), "{body}");
+}
+
+#[test]
+fn serve_all_counts_a_process_that_starts_later() {
+    let port = free_port();
+    let _xlperf = serve(&["--all", "--ffi", &ffi("xl_sleep_ms")], port);
+    let mut driver = WaitingAlloc::start(&["sleep", "2", "6"]);
+    let pid = driver.pid();
+    driver.finish();
+    eventually(Duration::from_secs(10), "its 6 calls", || {
+        let (_, body) = get(port, "/metrics", None)?;
+        (sample(&body, "xlperf_crossing_calls_total", pid) == Some(6.0)).then_some(())
+    });
 }

@@ -83,6 +83,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
 
+    /// Trace every process that maps the --ffi libraries (with --nif: every BEAM running
+    /// the `erl` in PATH), as `record --all` does.
+    #[arg(long, conflicts_with_all = ["pids", "comm", "command"])]
+    pub all: bool,
+
+    /// Start this command and trace it from its first instruction; serving goes on after
+    /// it exits, until Ctrl-C.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+
     /// As for `record`: C-ABI functions to trace, LIB[:GLOB] (repeatable).
     #[arg(long = "ffi", value_name = "LIB[:GLOB]")]
     pub ffi: Vec<String>,

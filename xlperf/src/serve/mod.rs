@@ -47,9 +47,17 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     privileges::check().map_err(|why| anyhow!(why))?;
-    if args.pids.is_empty() && args.comm.is_empty() {
+    if args.pids.is_empty() && args.comm.is_empty() && !args.all && args.command.is_empty() {
         return Err(anyhow!(
-            "serve needs targets: -p PID (repeatable) or --comm NAME (e.g. --comm beam.smp)"
+            "serve needs targets: -p PID (repeatable), --comm NAME (e.g. --comm beam.smp), --all, or -- COMMAND"
+        ));
+    }
+    if args.all && (args.alloc || args.sched) {
+        return Err(ProbeError::AllNeedsProcess.into());
+    }
+    if args.all && args.ffi.is_empty() && !args.nif {
+        return Err(anyhow!(
+            "--all needs a probe: name functions with --ffi LIB[:GLOB], or trace every BEAM's NIFs with --nif"
         ));
     }
     let specs: Vec<FfiSpec> = args
@@ -131,19 +139,37 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         args,
     };
     for &pid in &args.pids {
-        tracer.add(pid)?;
+        tracer.add(pid, None)?;
+    }
+    if args.all {
+        tracer.add_all()?;
+    }
+    let mut child = match args.command.split_first() {
+        Some((command, _)) => {
+            let program = target::find_program(command)?;
+            let child = target::Suspended::spawn(&program, &args.command, false)?;
+            tracer.add(child.pid().get(), Some(&program))?;
+            Some(child)
+        }
+        None => None,
+    };
+    if let Some(child) = child.as_mut() {
+        child.release().context("starting the command")?;
     }
     for pid in tracer.new_by_name() {
-        if let Err(e) = tracer.add(pid) {
-            log::warn!("pid {pid}: {e:#}");
+        if let Err(e) = tracer.add(pid, None) {
             eprintln!("xlperf: not tracing pid {pid}: {e:#}");
         }
     }
     let address = listener.local_addr().unwrap_or(args.listen);
     let server = tokio::spawn(http::serve(listener, Arc::clone(&exposition)));
     eprintln!(
-        "xlperf: serving metrics on http://{address}/metrics for {} process(es){}; Ctrl-C to stop",
-        tracer.processes.len(),
+        "xlperf: serving metrics on http://{address}/metrics for {}{}; Ctrl-C to stop",
+        if args.all {
+            "every process".to_owned()
+        } else {
+            format!("{} process(es)", tracer.processes.len())
+        },
         if args.comm.is_empty() {
             String::new()
         } else {
@@ -171,9 +197,13 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             let elapsed = last_scan.elapsed();
             last_scan = Instant::now();
             for pid in tracer.new_by_name() {
-                if let Err(e) = tracer.add(pid) {
+                if let Err(e) = tracer.add(pid, None) {
                     eprintln!("xlperf: not tracing pid {pid}: {e:#}");
                 }
+            }
+            if let Some(child) = child.as_mut() {
+                // Reap the command once it exits, so that it is seen gone.
+                let _ = child.try_wait();
             }
             tracer.retire();
             tracer.rescan();
@@ -193,8 +223,8 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
                 i64::try_from(
                     tracer
                         .processes
-                        .values()
-                        .filter(|p| p.exited.is_none())
+                        .iter()
+                        .filter(|(pid, p)| **pid != 0 && p.exited.is_none())
                         .count(),
                 )
                 .unwrap_or(i64::MAX),
@@ -202,6 +232,10 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         }
     }
     server.abort();
+    if let Some(child) = child.as_mut() {
+        // Reaps the command if it has exited; one still running keeps running.
+        let _ = child.try_wait();
+    }
     drop(global);
     Ok(())
 }
@@ -250,14 +284,19 @@ impl Tracer<'_> {
         found
     }
 
-    /// Attaches every probe that applies to `pid`.
-    fn add(&mut self, pid: u32) -> anyhow::Result<()> {
+    /// Attaches every probe that applies to `pid`; `program`: the command it is about to
+    /// run (spawned suspended), whose libraries are not mapped yet.
+    fn add(&mut self, pid: u32, program: Option<&std::path::Path>) -> anyhow::Result<()> {
         let nonzero = target::check_pid(pid)?;
         let scope = UProbeScope::OneProcess(nonzero);
+        let lookup = match program {
+            Some(program) => Scope::Program(program),
+            None => Scope::Pid(pid),
+        };
         let mut links = Links::default();
         let mut ids = Vec::new();
         for spec in &self.specs {
-            ids.extend(self.table.add(spec, &Scope::Pid(pid))?);
+            ids.extend(self.table.add(spec, &lookup)?);
         }
         if self.table.len() > self.args.max_functions {
             return Err(ProbeError::TooManyFunctions {
@@ -272,7 +311,13 @@ impl Tracer<'_> {
             &[Attachment::pid(nonzero, ids)],
             &mut links,
         )?;
-        let vm = beam::vm_of_pid(pid)?;
+        let vm = match program {
+            Some(program) if self.args.nif || beam::is_launcher(program) => {
+                Some(beam::vm_for_program(program)?)
+            }
+            Some(_) => None,
+            None => beam::vm_of_pid(pid)?,
+        };
         if let Some(vm) = &vm
             && (self.args.nif || self.specs.is_empty())
         {
@@ -294,7 +339,7 @@ impl Tracer<'_> {
             ));
         }
         if self.args.alloc {
-            AllocTracing::prepare(&Scope::Pid(pid), vm.as_deref())?.attach(
+            AllocTracing::prepare(&lookup, vm.as_deref())?.attach(
                 &mut self.ebpf,
                 &mut links,
                 scope,
@@ -303,9 +348,66 @@ impl Tracer<'_> {
         if self.args.alloc || self.args.sched {
             tracepoints::add_target(&mut self.ebpf, pid)?;
         }
-        self.comms.insert(pid, target::comm(pid));
+        // A command spawned suspended has not exec'd yet: it is named as the kernel will
+        // name it (its file name, cut to 15 bytes).
+        let comm = match program.and_then(|p| p.file_name()) {
+            Some(name) => name
+                .to_string_lossy()
+                .chars()
+                .scan(0, |len, c| {
+                    *len += c.len_utf8();
+                    (*len <= 15).then_some(c)
+                })
+                .collect(),
+            None => target::comm(pid),
+        };
+        self.comms.insert(pid, comm);
         self.processes.insert(
             pid,
+            Process {
+                links,
+                exited: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// `--all`: the --ffi functions in every process that maps their libraries, and with
+    /// --nif the NIFs of every BEAM running the `erl` in PATH. Processes are known from
+    /// their records.
+    fn add_all(&mut self) -> anyhow::Result<()> {
+        let mut ids = Vec::new();
+        for spec in &self.specs {
+            ids.extend(self.table.add(spec, &Scope::All)?);
+        }
+        let mut links = Links::default();
+        attach::attach_ffi(
+            &mut self.ebpf,
+            &self.table,
+            &[Attachment::all(ids)],
+            &mut links,
+        )?;
+        if self.args.nif {
+            let vm = beam::vm_for_program(std::path::Path::new("erl"))?;
+            let mut nif = NifTracing::prepare(&vm, self.args.nif_mode)?;
+            if matches!(nif.mode, beam::tracing::Mode::Fptr { .. }) {
+                return Err(ProbeError::FptrNeedsProcess.into());
+            }
+            nif.attach(
+                &mut self.ebpf,
+                &mut self.table,
+                UProbeScope::AllProcesses,
+                None,
+            )?;
+            self.nif_site = match &nif.mode {
+                beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
+                beam::tracing::Mode::Fptr { .. } => None,
+            };
+            self.nif = Some(nif);
+        }
+        // Held for the whole run under pid 0, which never exits.
+        self.processes.insert(
+            0,
             Process {
                 links,
                 exited: None,
@@ -320,6 +422,9 @@ impl Tracer<'_> {
         let now = Instant::now();
         let mut forget = HashSet::new();
         for (&pid, process) in &mut self.processes {
+            if pid == 0 {
+                continue;
+            }
             match process.exited {
                 None if !std::path::Path::new(&format!("/proc/{pid}")).exists()
                     || target::comm(pid) == "?" =>
@@ -373,6 +478,11 @@ impl Tracer<'_> {
                 continue;
             };
             let pid = call.record.pid;
+            // --all: processes are known from their records.
+            self.processes.entry(pid).or_insert_with(|| Process {
+                links: Links::default(),
+                exited: None,
+            });
             let comm = self.comms.entry(pid).or_insert_with(|| target::comm(pid));
             exposition.call(&call.record, call.cost.as_ref(), info, comm);
         }
