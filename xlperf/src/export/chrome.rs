@@ -91,6 +91,17 @@ fn thread_events(events: &mut Vec<Value>, thread: &Thread, origin_ns: u64) {
             "args": { "bytes": point.value },
         }));
     }
+    let counter = format!("{} {tid} off-CPU time", thread.name);
+    for point in &thread.off_cpu_total {
+        events.push(json!({
+            "name": counter,
+            "ph": "C",
+            "ts": micros(point.ts_ns, origin_ns),
+            "pid": pid,
+            "tid": tid,
+            "args": { "ns": point.value },
+        }));
+    }
 }
 
 fn metadata(name: &str, pid: u32, tid: u32, args: Value) -> Value {
@@ -179,7 +190,8 @@ mod tests {
         events(&trace).iter().for_each(assert_follows_the_format);
         // 5 calls, 3 off-CPU slices (blocked + runnable, blocked alone).
         assert_eq!(with_phase(&trace, "X").len(), 8);
-        assert_eq!(with_phase(&trace, "C").len(), 4);
+        // 4 allocated-bytes points, and 2 off-CPU-time points per thread.
+        assert_eq!(with_phase(&trace, "C").len(), 8);
     }
 
     #[test]
@@ -269,8 +281,23 @@ mod tests {
                 ("blocked", 110.0, 10.0)
             ]
         );
+        let off_total: Vec<(f64, u64)> = with_phase(&trace, "C")
+            .into_iter()
+            .filter(|e| e["name"] == "python3 100 off-CPU time")
+            .map(|e| {
+                (
+                    e["ts"].as_f64().unwrap_or(-1.0),
+                    e["args"]["ns"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        // B's one period: blocked 40..55 µs, runnable to 60 µs.
+        assert_eq!(off_total, vec![(40.0, 0), (60.0, 20_000)]);
         let counter: Vec<(f64, u64)> = with_phase(&trace, "C")
             .into_iter()
+            .filter(|e| {
+                e["name"] != "python3 100 off-CPU time" && e["name"] != "worker 101 off-CPU time"
+            })
             .map(|e| {
                 assert_eq!(e["name"], "python3 100 allocated bytes");
                 (

@@ -95,6 +95,18 @@ impl Writer {
             });
             self.counter(counter, &thread.allocated);
         }
+        if !thread.off_cpu_total.is_empty() {
+            let counter = self.track(proto::TrackDescriptor {
+                parent_uuid: Some(uuid),
+                name: Some(format!("{} {} off-CPU time", thread.name, thread.tid)),
+                counter: Some(proto::CounterDescriptor {
+                    unit: Some(proto::Unit::TimeNs.into()),
+                    ..proto::CounterDescriptor::default()
+                }),
+                ..proto::TrackDescriptor::default()
+            });
+            self.counter(counter, &thread.off_cpu_total);
+        }
     }
 
     /// Begin and end events of properly nested slices given in begin order: before a
@@ -528,13 +540,30 @@ mod tests {
                 .filter_map(|d| d.parent_uuid)
                 .all(|parent| uuids.contains_key(&parent))
         );
-        // Off-CPU tracks for both threads, a counter for the one that allocated.
+        // Off-CPU tracks for both threads, an allocated-bytes counter for the one that
+        // allocated, and an off-CPU time counter for each.
         let counters: Vec<_> = descriptors.iter().filter(|d| d.counter.is_some()).collect();
-        assert_eq!(counters.len(), 1);
+        assert_eq!(counters.len(), 3);
+        let units: Vec<Option<i32>> = counters
+            .iter()
+            .map(|d| d.counter.as_ref().and_then(|c| c.unit))
+            .collect();
         assert_eq!(
-            counters[0].counter.as_ref().and_then(|c| c.unit),
-            Some(i32::from(proto::Unit::SizeBytes))
+            units
+                .iter()
+                .filter(|&&u| u == Some(i32::from(proto::Unit::SizeBytes)))
+                .count(),
+            1
         );
+        assert_eq!(
+            units
+                .iter()
+                .filter(|&&u| u == Some(i32::from(proto::Unit::TimeNs)))
+                .count(),
+            2
+        );
+        uuid_named(&trace, "python3 100 off-CPU time");
+        uuid_named(&trace, "worker 101 off-CPU time");
         uuid_named(&trace, "python3 100 off-CPU");
         uuid_named(&trace, "worker 101 off-CPU");
     }

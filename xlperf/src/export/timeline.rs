@@ -47,6 +47,9 @@ pub struct Thread {
     /// Bytes allocated by the thread's calls so far, at each call's end; empty when its
     /// calls allocated nothing (or allocations were not traced).
     pub allocated: Vec<CounterPoint>,
+    /// Time off CPU so far (blocked and waiting for a CPU), ns: zero where the first
+    /// period begins, then up by each period where it ends; empty without `--sched`.
+    pub off_cpu_total: Vec<CounterPoint>,
 }
 
 /// A named interval on a thread.
@@ -100,7 +103,9 @@ pub fn build(capture: &Capture) -> Timeline {
         thread.allocated = allocated(&thread_calls.calls);
     }
     for (&(pid, tid), records) in &off_cpu_by_thread(capture) {
-        thread_entry(&mut threads, capture, pid, tid).off_cpu = off_cpu_slices(capture, records);
+        let thread = thread_entry(&mut threads, capture, pid, tid);
+        thread.off_cpu = off_cpu_slices(capture, records);
+        thread.off_cpu_total = off_cpu_total(records);
     }
     let mut processes: BTreeMap<u32, Process> = BTreeMap::new();
     for ((pid, _), thread) in threads {
@@ -132,6 +137,7 @@ fn thread_entry<'t>(
         calls: Vec::new(),
         off_cpu: Vec::new(),
         allocated: Vec::new(),
+        off_cpu_total: Vec::new(),
     })
 }
 
@@ -228,6 +234,32 @@ fn allocated(calls: &[NestedCall<'_>]) -> Vec<CounterPoint> {
                 value: total,
             }),
         }
+    }
+    points
+}
+
+/// The running total of a thread's off-CPU time, one point per period's end.
+fn off_cpu_total(records: &[&OffCpuRecord]) -> Vec<CounterPoint> {
+    let mut periods: Vec<(u64, u64)> = records
+        .iter()
+        .map(|r| (r.end_ns, r.blocked_ns.saturating_add(r.runq_ns)))
+        .filter(|&(_, ns)| ns > 0)
+        .collect();
+    periods.sort_unstable();
+    let Some(&(first_end, first_ns)) = periods.first() else {
+        return Vec::new();
+    };
+    let mut points = vec![CounterPoint {
+        ts_ns: first_end.saturating_sub(first_ns),
+        value: 0,
+    }];
+    let mut total = 0u64;
+    for (ts_ns, ns) in periods {
+        total = total.saturating_add(ns);
+        points.push(CounterPoint {
+            ts_ns,
+            value: total,
+        });
     }
     points
 }
