@@ -4,7 +4,7 @@
 use std::{collections::HashMap, fmt::Write as _, time::Instant};
 
 use anyhow::{Context as _, anyhow};
-use aya::{maps::RingBuf, programs::uprobe::UProbeScope};
+use aya::programs::uprobe::UProbeScope;
 use serde::Serialize;
 
 use crate::{
@@ -12,11 +12,9 @@ use crate::{
     event::ring,
     privileges,
     probe::{
-        ProbeError,
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
-        loader::{self, CALL_RECORDS},
-        maps, target,
+        loader, maps, target,
     },
     report::table::human_ns,
 };
@@ -127,13 +125,7 @@ fn watch(
     duration: std::time::Duration,
 ) -> anyhow::Result<HashMap<u32, u64>> {
     let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0)?;
-    let ring = ebpf
-        .take_map(CALL_RECORDS)
-        .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;
-    let mut ring = RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
-        what: "opening the call-record ring buffer".into(),
-        source,
-    })?;
+    let mut ring = loader::call_records(&mut ebpf)?;
     let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
     nif.attach(&mut ebpf, table, scope, Some(pid))?;
     let mut calls: HashMap<u32, u64> = HashMap::new();

@@ -8,17 +8,13 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use aya::programs::uprobe::UProbeScope;
-use aya::{
-    Ebpf,
-    maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf},
-};
+use aya::{Ebpf, maps::HashMap as BpfHashMap};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
 use xlperf_common::{
-    AllocConfig, CALIBRATION_BOUNDARY, COUNTERS_SLOT, CallStack, Counters, LiveBlock, LiveKey,
-    NO_BOUNDARY, OffCpuRecord,
+    AllocConfig, CALIBRATION_BOUNDARY, CallStack, LiveBlock, LiveKey, NO_BOUNDARY, OffCpuRecord,
 };
 
 use crate::{
@@ -38,7 +34,7 @@ use crate::{
         calibrate,
         library::Scope,
         links::Links,
-        loader::{self, CALL_RECORDS, FFI_COUNTERS},
+        loader,
         prologue::ProbeSite,
         target::{self, Suspended},
         tracepoints,
@@ -170,18 +166,12 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         args.alloc_sample.unwrap_or(0),
     )?;
     let cost = calibrate::measure(&mut ebpf)?;
-    let ring = ebpf
-        .take_map(CALL_RECORDS)
-        .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;
-    let ring = RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
-        what: "opening the call-record ring buffer".into(),
-        source,
-    })?;
+    let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
     let calibration_seen = records.drain(|r| debug_assert_eq!(r.boundary, CALIBRATION_BOUNDARY));
     // Counters so far belong to the calibration (a small --ring-size drops some of its
     // records); the recording reports only what happens after this point.
-    let calibration = counters(&ebpf)?;
+    let calibration = loader::counters(&ebpf)?;
     if calibration_seen as u64 + calibration.dropped != cost.probed_calls {
         log::warn!(
             "probe calibration traced {calibration_seen} of {} calls: this kernel loses uprobe hits",
@@ -213,30 +203,10 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         }
     }
     if args.sched {
-        for (program, name) in [
-            (loader::SCHED_SWITCH, "sched_switch"),
-            (loader::SCHED_WAKING, "sched_waking"),
-            (loader::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
-        ] {
-            tracepoints::attach(&mut ebpf, &mut links, program, "sched", name)?;
-        }
+        tracepoints::attach_sched(&mut ebpf, &mut links)?;
     }
     if let Some(alloc) = &alloc {
-        for (program, name) in [
-            (loader::MMAP_ENTER, "sys_enter_mmap"),
-            (loader::MUNMAP_ENTER, "sys_enter_munmap"),
-        ] {
-            tracepoints::attach(&mut ebpf, &mut links, program, "syscalls", name)?;
-        }
-        if args.kmem {
-            for name in [
-                loader::KMALLOC,
-                loader::KMEM_CACHE_ALLOC,
-                loader::MM_PAGE_ALLOC,
-            ] {
-                tracepoints::attach(&mut ebpf, &mut links, name, "kmem", name)?;
-            }
-        }
+        tracepoints::attach_alloc(&mut ebpf, &mut links, args.kmem)?;
         for (tracing, &pid) in alloc.iter().zip(&target_pids) {
             let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
             alloc_probes += tracing.attach(&mut ebpf, &mut links, scope)?;
@@ -356,7 +326,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             started.elapsed(),
             collector.aggregates.calls.records,
             || {
-                counters(&ebpf)
+                loader::counters(&ebpf)
                     .map(|c| c.zip_with(&calibration, u64::saturating_sub).dropped)
                     .unwrap_or(0)
             },
@@ -368,7 +338,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
     collector.drain(&mut records)?;
-    let counters = counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
+    let counters = loader::counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
     let mut end = End {
         duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
         target_exit_status,
@@ -833,18 +803,6 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes only the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// Sums the per-CPU loss and consistency counters.
-fn counters(ebpf: &Ebpf) -> anyhow::Result<Counters> {
-    let map = ebpf
-        .map(FFI_COUNTERS)
-        .ok_or(ProbeError::MissingMap { name: FFI_COUNTERS })?;
-    let per_cpu = PerCpuArray::<_, Counters>::try_from(map)?;
-    let values = per_cpu.get(&COUNTERS_SLOT, 0)?;
-    Ok(values.iter().fold(Counters::default(), |sum, cpu| {
-        sum.zip_with(cpu, u64::saturating_add)
-    }))
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, UProbe},
 };
+use xlperf_common::{COUNTERS_SLOT, Counters};
 
 use super::ProbeError;
 
@@ -67,6 +69,38 @@ pub fn load(ring_bytes: u32, live_blocks: u32, sample_bytes: u64) -> Result<Ebpf
         .map_max_entries(LIVE_BLOCKS, live_blocks.max(64))
         .override_global(ALLOC_SAMPLE_BYTES, &sample_bytes, true)
         .load(OBJECT)?)
+}
+
+/// Takes the call-record ring buffer out of the object, to be read by userspace.
+pub fn call_records(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, ProbeError> {
+    let ring = ebpf
+        .take_map(CALL_RECORDS)
+        .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;
+    RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
+        what: "opening the call-record ring buffer".into(),
+        source,
+    })
+}
+
+/// The per-CPU loss and consistency counters, summed.
+pub fn counters(ebpf: &Ebpf) -> Result<Counters, ProbeError> {
+    let map = ebpf
+        .map(FFI_COUNTERS)
+        .ok_or(ProbeError::MissingMap { name: FFI_COUNTERS })?;
+    let what = || "reading the loss counters".to_owned();
+    let per_cpu = PerCpuArray::<_, Counters>::try_from(map).map_err(|source| ProbeError::Map {
+        what: what(),
+        source,
+    })?;
+    let values = per_cpu
+        .get(&COUNTERS_SLOT, 0)
+        .map_err(|source| ProbeError::Map {
+            what: what(),
+            source,
+        })?;
+    Ok(values.iter().fold(Counters::default(), |sum, cpu| {
+        sum.zip_with(cpu, u64::saturating_add)
+    }))
 }
 
 /// The uprobe program `name`, verified and loaded into the kernel.

@@ -144,6 +144,38 @@ pub fn add_target(ebpf: &mut Ebpf, pid: u32) -> Result<(), ProbeError> {
     })
 }
 
+/// `--sched`: the switch, waking and new-task tracepoints.
+pub fn attach_sched(ebpf: &mut Ebpf, links: &mut Links) -> Result<(), ProbeError> {
+    for (program, name) in [
+        (loader::SCHED_SWITCH, "sched_switch"),
+        (loader::SCHED_WAKING, "sched_waking"),
+        (loader::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
+    ] {
+        attach(ebpf, links, program, "sched", name)?;
+    }
+    Ok(())
+}
+
+/// `--alloc`: anonymous mmap and munmap, and with `kmem` the kernel's allocations.
+pub fn attach_alloc(ebpf: &mut Ebpf, links: &mut Links, kmem: bool) -> Result<(), ProbeError> {
+    for (program, name) in [
+        (loader::MMAP_ENTER, "sys_enter_mmap"),
+        (loader::MUNMAP_ENTER, "sys_enter_munmap"),
+    ] {
+        attach(ebpf, links, program, "syscalls", name)?;
+    }
+    if kmem {
+        for name in [
+            loader::KMALLOC,
+            loader::KMEM_CACHE_ALLOC,
+            loader::MM_PAGE_ALLOC,
+        ] {
+            attach(ebpf, links, name, "kmem", name)?;
+        }
+    }
+    Ok(())
+}
+
 /// Attaches program `program` to tracepoint `group/name`.
 pub fn attach(
     ebpf: &mut Ebpf,

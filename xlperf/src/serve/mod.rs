@@ -11,13 +11,8 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use aya::{
-    Ebpf,
-    maps::{PerCpuArray, RingBuf},
-    programs::uprobe::UProbeScope,
-};
+use aya::{Ebpf, programs::uprobe::UProbeScope};
 use tokio::signal::unix::{SignalKind, signal};
-use xlperf_common::{COUNTERS_SLOT, Counters};
 
 use self::exposition::Exposition;
 use crate::{
@@ -34,7 +29,7 @@ use crate::{
         calibrate,
         library::Scope,
         links::Links,
-        loader::{self, CALL_RECORDS, FFI_COUNTERS},
+        loader,
         prologue::ProbeSite,
         target, tracepoints,
     },
@@ -91,16 +86,10 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
 
     let mut ebpf = loader::load(args.ring_size, if args.alloc { 262_144 } else { 0 }, 0)?;
     let cost = calibrate::measure(&mut ebpf)?;
-    let ring = ebpf
-        .take_map(CALL_RECORDS)
-        .ok_or(ProbeError::MissingMap { name: CALL_RECORDS })?;
-    let ring = RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
-        what: "opening the call-record ring buffer".into(),
-        source,
-    })?;
+    let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
     records.drain(|_| {});
-    let calibration = counters(&ebpf)?;
+    let calibration = loader::counters(&ebpf)?;
 
     let exposition = Arc::new(Mutex::new(Exposition::new(
         args.max_series,
@@ -117,13 +106,10 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         tracepoints::write_layout(&mut ebpf, tracepoints::layout(false)?)?;
     }
     if args.sched {
-        for (program, name) in [
-            (loader::SCHED_SWITCH, "sched_switch"),
-            (loader::SCHED_WAKING, "sched_waking"),
-            (loader::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
-        ] {
-            tracepoints::attach(&mut ebpf, &mut global, program, "sched", name)?;
-        }
+        tracepoints::attach_sched(&mut ebpf, &mut global)?;
+    }
+    if args.alloc {
+        tracepoints::attach_alloc(&mut ebpf, &mut global, false)?;
     }
 
     let mut tracer = Tracer {
@@ -207,7 +193,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             }
             tracer.retire();
             tracer.rescan();
-            let dropped = counters(&tracer.ebpf)?
+            let dropped = loader::counters(&tracer.ebpf)?
                 .zip_with(&calibration, u64::saturating_sub)
                 .dropped;
             let e = lock(&exposition);
@@ -487,18 +473,6 @@ impl Tracer<'_> {
             exposition.call(&call.record, call.cost.as_ref(), info, comm);
         }
     }
-}
-
-/// Sums the per-CPU loss and consistency counters.
-fn counters(ebpf: &Ebpf) -> anyhow::Result<Counters> {
-    let map = ebpf
-        .map(FFI_COUNTERS)
-        .ok_or(ProbeError::MissingMap { name: FFI_COUNTERS })?;
-    let per_cpu = PerCpuArray::<_, Counters>::try_from(map)?;
-    let values = per_cpu.get(&COUNTERS_SLOT, 0)?;
-    Ok(values.iter().fold(Counters::default(), |sum, cpu| {
-        sum.zip_with(cpu, u64::saturating_add)
-    }))
 }
 
 /// xlperf's resident memory, bytes.
