@@ -57,7 +57,7 @@ pub fn run(pid: Option<u32>) -> bool {
         Ok(state) => line(
             Verdict::Ok,
             "tracefs",
-            format!("{} {state}", tracefs::MOUNT_POINT),
+            format!("{} {state}", tracefs::root().display()),
         ),
         Err(e) => line(
             Verdict::Fail,

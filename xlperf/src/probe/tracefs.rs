@@ -1,16 +1,35 @@
 //! tracefs: where tracepoint formats live. Many hosts do not mount it at boot.
 
-use std::{fs, io, path::Path};
+use std::{fs, io, path::PathBuf};
 
 pub const MOUNT_POINT: &str = "/sys/kernel/tracing";
 
 fn is_mounted() -> bool {
-    fs::read_to_string("/proc/mounts")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+    mounted_at(&fs::read_to_string("/proc/mounts").unwrap_or_default()).is_some()
+}
+
+/// Where tracefs is mounted, per a /proc/mounts text: its usual place when it is there,
+/// else the first (containers often have it only under /sys/kernel/debug/tracing).
+fn mounted_at(mounts: &str) -> Option<PathBuf> {
+    let points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let point = fields.nth(1)?;
+            (fields.next() == Some("tracefs")).then_some(point)
         })
-        .unwrap_or(false)
+        .collect();
+    points
+        .iter()
+        .find(|&&p| p == MOUNT_POINT)
+        .or(points.first())
+        .map(PathBuf::from)
+}
+
+/// The directory to read tracepoint formats from.
+pub fn root() -> PathBuf {
+    mounted_at(&fs::read_to_string("/proc/mounts").unwrap_or_default())
+        .unwrap_or_else(|| PathBuf::from(MOUNT_POINT))
 }
 
 /// Mounts tracefs at its usual place if no tracefs is mounted; says what it did.
@@ -37,10 +56,30 @@ pub fn ensure_mounted() -> io::Result<&'static str> {
 
 /// Does the tracepoint `group/name` exist on this kernel?
 pub fn has_tracepoint(group: &str, name: &str) -> bool {
-    Path::new(MOUNT_POINT)
+    root()
         .join("events")
         .join(group)
         .join(name)
         .join("format")
         .exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tracefs_where_it_is_mounted() {
+        let usual = "sysfs /sys sysfs rw 0 0\ntracefs /sys/kernel/debug/tracing tracefs rw 0 0\ntracefs /sys/kernel/tracing tracefs rw 0 0\n";
+        assert_eq!(
+            mounted_at(usual),
+            Some(PathBuf::from("/sys/kernel/tracing"))
+        );
+        let debug_only = "debugfs /sys/kernel/debug debugfs rw 0 0\ntracefs /sys/kernel/debug/tracing tracefs rw 0 0\n";
+        assert_eq!(
+            mounted_at(debug_only),
+            Some(PathBuf::from("/sys/kernel/debug/tracing"))
+        );
+        assert_eq!(mounted_at("proc /proc proc rw 0 0\n"), None);
+    }
 }

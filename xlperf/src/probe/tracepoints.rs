@@ -2,7 +2,7 @@
 //! this kernel (from tracefs format files: they have moved between versions), the set of
 //! target processes they filter on in BPF, and attaching them.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{collections::HashMap, fs};
 
 use aya::{
     Ebpf,
@@ -47,7 +47,7 @@ impl Format {
     }
 
     fn read(group: &str, name: &str) -> Result<Self, ProbeError> {
-        let path = Path::new(tracefs::MOUNT_POINT)
+        let path = tracefs::root()
             .join("events")
             .join(group)
             .join(name)
