@@ -80,27 +80,21 @@ fn thread_events(events: &mut Vec<Value>, thread: &Thread, origin_ns: u64) {
             events.push(complete(slice, pid, row, origin_ns));
         }
     }
-    let counter = format!("{} {tid} allocated bytes", thread.name);
-    for point in &thread.allocated {
-        events.push(json!({
-            "name": counter,
-            "ph": "C",
-            "ts": micros(point.ts_ns, origin_ns),
-            "pid": pid,
-            "tid": tid,
-            "args": { "bytes": point.value },
-        }));
-    }
-    let counter = format!("{} {tid} off-CPU time", thread.name);
-    for point in &thread.off_cpu_total {
-        events.push(json!({
-            "name": counter,
-            "ph": "C",
-            "ts": micros(point.ts_ns, origin_ns),
-            "pid": pid,
-            "tid": tid,
-            "args": { "ns": point.value },
-        }));
+    for (what, key, points) in [
+        ("allocated bytes", "bytes", &thread.allocated),
+        ("off-CPU time", "ns", &thread.off_cpu_total),
+    ] {
+        let counter = format!("{} {tid} {what}", thread.name);
+        for point in points {
+            events.push(json!({
+                "name": counter,
+                "ph": "C",
+                "ts": micros(point.ts_ns, origin_ns),
+                "pid": pid,
+                "tid": tid,
+                "args": { key: point.value },
+            }));
+        }
     }
 }
 

@@ -83,29 +83,23 @@ impl Writer {
             });
             self.slices(off_cpu, &thread.off_cpu);
         }
-        if !thread.allocated.is_empty() {
+        for (what, unit, points) in [
+            ("allocated bytes", proto::Unit::SizeBytes, &thread.allocated),
+            ("off-CPU time", proto::Unit::TimeNs, &thread.off_cpu_total),
+        ] {
+            if points.is_empty() {
+                continue;
+            }
             let counter = self.track(proto::TrackDescriptor {
                 parent_uuid: Some(uuid),
-                name: Some(format!("{} {} allocated bytes", thread.name, thread.tid)),
+                name: Some(format!("{} {} {what}", thread.name, thread.tid)),
                 counter: Some(proto::CounterDescriptor {
-                    unit: Some(proto::Unit::SizeBytes.into()),
+                    unit: Some(unit.into()),
                     ..proto::CounterDescriptor::default()
                 }),
                 ..proto::TrackDescriptor::default()
             });
-            self.counter(counter, &thread.allocated);
-        }
-        if !thread.off_cpu_total.is_empty() {
-            let counter = self.track(proto::TrackDescriptor {
-                parent_uuid: Some(uuid),
-                name: Some(format!("{} {} off-CPU time", thread.name, thread.tid)),
-                counter: Some(proto::CounterDescriptor {
-                    unit: Some(proto::Unit::TimeNs.into()),
-                    ..proto::CounterDescriptor::default()
-                }),
-                ..proto::TrackDescriptor::default()
-            });
-            self.counter(counter, &thread.off_cpu_total);
+            self.counter(counter, points);
         }
     }
 
