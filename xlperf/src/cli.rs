@@ -93,27 +93,8 @@ pub struct ServeArgs {
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 
-    /// As for `record`: C-ABI functions to trace, LIB[:GLOB] (repeatable).
-    #[arg(long = "ffi", value_name = "LIB[:GLOB]")]
-    pub ffi: Vec<String>,
-
-    /// Trace NIF calls (on by default for a BEAM when no --ffi is given).
-    #[arg(long)]
-    pub nif: bool,
-
-    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
-    pub nif_mode: NifMode,
-
-    #[arg(long, default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
-    pub long_nif: Duration,
-
-    /// Allocation counters per crossing (see `record --alloc`).
-    #[arg(long)]
-    pub alloc: bool,
-
-    /// On-CPU, off-CPU and run-queue seconds per crossing (see `record --sched`).
-    #[arg(long)]
-    pub sched: bool,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
 
     /// Address to serve on. The default is loopback only: serving other hosts takes an
     /// explicit address such as 0.0.0.0:9464.
@@ -129,12 +110,6 @@ pub struct ServeArgs {
     /// its final counts).
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub grace: Duration,
-
-    #[arg(long, default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
-    pub ring_size: u32,
-
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub max_functions: usize,
 }
 
 #[derive(Debug, Args)]
@@ -189,11 +164,9 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// What to trace and how: shared by `record` and `serve`.
 #[derive(Debug, Args)]
-pub struct RecordArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-
+pub struct ProbeArgs {
     /// Library (or executable) to trace, and which of its functions: LIB[:GLOB].
     ///
     /// LIB is a path, or a name found in the target's memory maps or in the
@@ -228,6 +201,30 @@ pub struct RecordArgs {
     #[arg(long)]
     pub alloc: bool,
 
+    /// Trace scheduling of the target's threads: on-CPU time, off-CPU time (blocked, and
+    /// runnable but waiting for a CPU) and switches per traced call, who woke each blocked
+    /// call, and run-queue latency per thread.
+    #[arg(long)]
+    pub sched: bool,
+
+    /// Refuse to attach to more functions than this; each costs a probe pair per call.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_functions: usize,
+
+    /// Size of the kernel ring buffer for call records (a power of two, at least 4K; e.g.
+    /// 64M). Raise it if the summary reports dropped records.
+    #[arg(long, default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
+    pub ring_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+
     /// Most allocations tracked as live at once (an LRU map; older blocks beyond it are
     /// forgotten and counted as `alloc.live_evicted`). About 100 bytes of kernel memory each.
     #[arg(long, default_value_t = 262_144, value_name = "N", value_parser = clap::value_parser!(u32).range(64..))]
@@ -245,12 +242,6 @@ pub struct RecordArgs {
     #[arg(long, requires = "alloc")]
     pub kmem: bool,
 
-    /// Trace scheduling of the target's threads: on-CPU time, off-CPU time (blocked, and
-    /// runnable but waiting for a CPU) and switches per traced call, who woke each blocked
-    /// call, and run-queue latency per thread.
-    #[arg(long)]
-    pub sched: bool,
-
     /// Stop after this long (e.g. 500ms, 10s, 2m). Default: until Ctrl-C or the target exits.
     #[arg(short = 'd', long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -264,15 +255,6 @@ pub struct RecordArgs {
     /// A recording killed at any moment leaves a file readable up to its last write.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-
-    /// Refuse to attach to more functions than this; each costs a probe pair per call.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub max_functions: usize,
-
-    /// Size of the kernel ring buffer for call records (a power of two, at least 4K; e.g.
-    /// 64M). Raise it if the summary reports dropped records.
-    #[arg(long, default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
-    pub ring_size: u32,
 }
 
 /// Parses a ring buffer size such as `4096`, `64K` or `8M`: a power of two from 4 KiB

@@ -63,6 +63,7 @@ enum Targets {
 pub fn run(args: &RecordArgs) -> anyhow::Result<()> {
     privileges::check().map_err(|why| anyhow!(why))?;
     let specs: Vec<FfiSpec> = args
+        .probes
         .ffi
         .iter()
         .map(|s| FfiSpec::parse(s))
@@ -91,7 +92,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<()> {
 
 async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyhow::Result<Summary> {
     // Resolve everything that can fail on bad input before touching the kernel.
-    if matches!(targets, Targets::All) && (args.alloc || args.sched) {
+    if matches!(targets, Targets::All) && (args.probes.alloc || args.probes.sched) {
         return Err(ProbeError::AllNeedsProcess.into());
     }
     let mut table = BoundaryTable::default();
@@ -119,7 +120,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         command.as_ref().map(|(p, _)| p),
     )?;
     let mut nif = match &vm {
-        Some(vm) => Some(NifTracing::prepare(vm, args.nif_mode)?),
+        Some(vm) => Some(NifTracing::prepare(vm, args.probes.nif_mode)?),
         None => None,
     };
     if matches!(targets, Targets::All)
@@ -129,7 +130,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     {
         return Err(ProbeError::FptrNeedsProcess.into());
     }
-    let alloc = if args.alloc {
+    let alloc = if args.probes.alloc {
         let scope = match (&targets, &command) {
             (Targets::Pids(pids), _) => pids.iter().map(|&p| Scope::Pid(p)).collect(),
             (_, Some((program, _))) => vec![Scope::Program(program)],
@@ -143,15 +144,15 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     } else {
         None
     };
-    let layout = if args.alloc || args.sched {
+    let layout = if args.probes.alloc || args.probes.sched {
         Some(tracepoints::layout(args.kmem)?)
     } else {
         None
     };
-    if table.len() > args.max_functions {
+    if table.len() > args.probes.max_functions {
         return Err(ProbeError::TooManyFunctions {
             count: table.len(),
-            max: args.max_functions,
+            max: args.probes.max_functions,
         }
         .into());
     }
@@ -161,8 +162,12 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     let mut ebpf = loader::load(
-        args.ring_size,
-        if args.alloc { args.alloc_live_max } else { 0 },
+        args.probes.ring_size,
+        if args.probes.alloc {
+            args.alloc_live_max
+        } else {
+            0
+        },
         args.alloc_sample.unwrap_or(0),
     )?;
     let cost = calibrate::measure(&mut ebpf)?;
@@ -202,7 +207,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             tracepoints::add_target(&mut ebpf, pid)?;
         }
     }
-    if args.sched {
+    if args.probes.sched {
         tracepoints::attach_sched(&mut ebpf, &mut links)?;
     }
     if let Some(alloc) = &alloc {
@@ -257,7 +262,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     if alloc_probes > 0 {
         what.push_str(" and the allocator");
     }
-    if args.sched {
+    if args.probes.sched {
         what.push_str(", with scheduler tracepoints");
     }
     eprintln!(
@@ -276,11 +281,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         started_monotonic_ns: monotonic_ns(),
         argv: std::env::args().collect(),
-        alloc: args.alloc,
-        sched: args.sched,
+        alloc: args.probes.alloc,
+        sched: args.probes.sched,
         kmem: args.kmem,
         probe_cost_ns: cost.per_call_ns,
-        long_call_ns: u64::try_from(args.long_nif.as_nanos()).unwrap_or(u64::MAX),
+        long_call_ns: u64::try_from(args.probes.long_nif.as_nanos()).unwrap_or(u64::MAX),
     };
     let writer = match &args.output {
         Some(path) => Some(CaptureWriter::create(path, &meta)?),
@@ -351,11 +356,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         ..End::default()
     };
     let mut live_evicted = 0;
-    if args.alloc || args.sched {
+    if args.probes.alloc || args.probes.sched {
         let (threads, inserted, removed) =
             read_threads(&ebpf, &target_pids, &mut collector.threads)?;
         end.threads_outside = threads;
-        if args.alloc {
+        if args.probes.alloc {
             end.live = read_live(
                 &ebpf,
                 AllocConfig {
@@ -528,11 +533,11 @@ fn find_vm(
     targets: &Targets,
     program: Option<&PathBuf>,
 ) -> anyhow::Result<Option<PathBuf>> {
-    if !args.nif && !no_ffi {
+    if !args.probes.nif && !no_ffi {
         return Ok(None);
     }
     // Allocations and scheduling are worth recording in any process, crossings or not.
-    let whole_process = args.alloc || args.sched;
+    let whole_process = args.probes.alloc || args.probes.sched;
     let nothing = |what: String| {
         anyhow!(
             "nothing to trace in {what}: it is not an Erlang/Elixir VM, the runtime xlperf detects; name C-ABI functions with --ffi LIB[:GLOB], or record its allocations or scheduling with --alloc / --sched"
@@ -556,7 +561,7 @@ fn find_vm(
                         }
                         found = Some(vm);
                     }
-                    None if args.nif => return Err(ProbeError::NotBeam { pid }.into()),
+                    None if args.probes.nif => return Err(ProbeError::NotBeam { pid }.into()),
                     None if whole_process => {}
                     None => {
                         return Err(nothing(format!("pid {pid} ({})", target::comm(pid))));
@@ -567,7 +572,7 @@ fn find_vm(
         }
         Targets::Command(argv) => {
             let program = program.ok_or_else(|| anyhow!("no command given"))?;
-            if args.nif || beam::is_launcher(program) {
+            if args.probes.nif || beam::is_launcher(program) {
                 Ok(Some(beam::vm_for_program(program)?))
             } else if whole_process {
                 Ok(None)
@@ -576,7 +581,7 @@ fn find_vm(
             }
         }
         Targets::All => {
-            if args.nif {
+            if args.probes.nif {
                 Ok(Some(beam::vm_for_program(std::path::Path::new("erl"))?))
             } else {
                 Err(anyhow!(

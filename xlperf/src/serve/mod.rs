@@ -47,15 +47,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             "serve needs targets: -p PID (repeatable), --comm NAME (e.g. --comm beam.smp), --all, or -- COMMAND"
         ));
     }
-    if args.all && (args.alloc || args.sched) {
+    if args.all && (args.probes.alloc || args.probes.sched) {
         return Err(ProbeError::AllNeedsProcess.into());
     }
-    if args.all && args.ffi.is_empty() && !args.nif {
+    if args.all && args.probes.ffi.is_empty() && !args.probes.nif {
         return Err(anyhow!(
             "--all needs a probe: name functions with --ffi LIB[:GLOB], or trace every BEAM's NIFs with --nif"
         ));
     }
     let specs: Vec<FfiSpec> = args
+        .probes
         .ffi
         .iter()
         .map(|s| FfiSpec::parse(s))
@@ -84,7 +85,11 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let mut ebpf = loader::load(args.ring_size, if args.alloc { 262_144 } else { 0 }, 0)?;
+    let mut ebpf = loader::load(
+        args.probes.ring_size,
+        if args.probes.alloc { 262_144 } else { 0 },
+        0,
+    )?;
     let cost = calibrate::measure(&mut ebpf)?;
     let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
@@ -93,22 +98,22 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
 
     let exposition = Arc::new(Mutex::new(Exposition::new(
         args.max_series,
-        u64::try_from(args.long_nif.as_nanos()).unwrap_or(u64::MAX),
-        args.alloc,
-        args.sched,
+        u64::try_from(args.probes.long_nif.as_nanos()).unwrap_or(u64::MAX),
+        args.probes.alloc,
+        args.probes.sched,
     )));
     lock(&exposition)
         .probe_cost
         .set(cost.per_call_ns as f64 / 1e9);
 
     let mut global = Links::default();
-    if args.alloc || args.sched {
+    if args.probes.alloc || args.probes.sched {
         tracepoints::write_layout(&mut ebpf, tracepoints::layout(false)?)?;
     }
-    if args.sched {
+    if args.probes.sched {
         tracepoints::attach_sched(&mut ebpf, &mut global)?;
     }
-    if args.alloc {
+    if args.probes.alloc {
         tracepoints::attach_alloc(&mut ebpf, &mut global, false)?;
     }
 
@@ -284,10 +289,10 @@ impl Tracer<'_> {
         for spec in &self.specs {
             ids.extend(self.table.add(spec, &lookup)?);
         }
-        if self.table.len() > self.args.max_functions {
+        if self.table.len() > self.args.probes.max_functions {
             return Err(ProbeError::TooManyFunctions {
                 count: self.table.len(),
-                max: self.args.max_functions,
+                max: self.args.probes.max_functions,
             }
             .into());
         }
@@ -298,17 +303,17 @@ impl Tracer<'_> {
             &mut links,
         )?;
         let vm = match program {
-            Some(program) if self.args.nif || beam::is_launcher(program) => {
+            Some(program) if self.args.probes.nif || beam::is_launcher(program) => {
                 Some(beam::vm_for_program(program)?)
             }
             Some(_) => None,
             None => beam::vm_of_pid(pid)?,
         };
         if let Some(vm) = &vm
-            && (self.args.nif || self.specs.is_empty())
+            && (self.args.probes.nif || self.specs.is_empty())
         {
             if self.nif.is_none() {
-                let nif = NifTracing::prepare(vm, self.args.nif_mode)?;
+                let nif = NifTracing::prepare(vm, self.args.probes.nif_mode)?;
                 self.nif_site = match &nif.mode {
                     beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
                     beam::tracing::Mode::Fptr { .. } => None,
@@ -318,20 +323,20 @@ impl Tracer<'_> {
             if let Some(nif) = self.nif.as_mut() {
                 nif.attach(&mut self.ebpf, &mut self.table, scope, Some(pid))?;
             }
-        } else if self.specs.is_empty() && !self.args.alloc && !self.args.sched {
+        } else if self.specs.is_empty() && !self.args.probes.alloc && !self.args.probes.sched {
             return Err(anyhow!(
                 "pid {pid} ({}) is not an Erlang/Elixir VM: name C-ABI functions with --ffi LIB[:GLOB]",
                 target::comm(pid)
             ));
         }
-        if self.args.alloc {
+        if self.args.probes.alloc {
             AllocTracing::prepare(&lookup, vm.as_deref())?.attach(
                 &mut self.ebpf,
                 &mut links,
                 scope,
             )?;
         }
-        if self.args.alloc || self.args.sched {
+        if self.args.probes.alloc || self.args.probes.sched {
             tracepoints::add_target(&mut self.ebpf, pid)?;
         }
         // A command spawned suspended has not exec'd yet: it is named as the kernel will
@@ -373,9 +378,9 @@ impl Tracer<'_> {
             &[Attachment::all(ids)],
             &mut links,
         )?;
-        if self.args.nif {
+        if self.args.probes.nif {
             let vm = beam::vm_for_program(std::path::Path::new("erl"))?;
-            let mut nif = NifTracing::prepare(&vm, self.args.nif_mode)?;
+            let mut nif = NifTracing::prepare(&vm, self.args.probes.nif_mode)?;
             if matches!(nif.mode, beam::tracing::Mode::Fptr { .. }) {
                 return Err(ProbeError::FptrNeedsProcess.into());
             }
