@@ -143,6 +143,9 @@ pub struct ThreadState {
     /// shows (at its first switch-out) that it belongs to a target: `sched_wakeup_new`
     /// cannot tell a new thread from a forked process.
     pub unconfirmed_runq_ns: u64,
+    /// Whole cost of every probe hit on this thread (see `probe_cookie`): what tracing
+    /// added to it.
+    pub probe: crate::ProbeTime,
 }
 
 /// Allocation settings, fixed at load time.
@@ -233,11 +236,13 @@ mod user {
 }
 
 const _: () = assert!(core::mem::size_of::<Cost>() == 96);
-const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 144);
+const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 160);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 72);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 80);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 96);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
-// The ring carries three kinds of item told apart by size.
+// The ring carries four kinds of item told apart by size.
 const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 72);
-const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 144);
+const _: () = assert!(core::mem::size_of::<crate::CallRecord>() != 160);
+const _: () = assert!(core::mem::size_of::<crate::MapChange>() != 64);
+const _: () = assert!(core::mem::size_of::<crate::MapChange>() != 72);

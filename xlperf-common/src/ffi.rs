@@ -8,8 +8,102 @@ pub const MAX_DEPTH: usize = 16;
 /// Boundary id meaning "no boundary" (the parent of an outermost call).
 pub const NO_BOUNDARY: u32 = 0;
 
-/// Boundary id used by the start-up probe-cost calibration; never shown to the user.
+/// Boundary id used by the probe-cost calibration on an emulated site; never shown to the
+/// user.
 pub const CALIBRATION_BOUNDARY: u32 = u32::MAX;
+
+/// The same on a single-stepped site (`NIF_DISPATCH_*` take `u32::MAX - 1` and `- 2`).
+pub const CALIBRATION_STEPPED: u32 = u32::MAX - 3;
+
+/// Is `boundary` one of the calibration's own?
+#[must_use]
+pub const fn is_calibration(boundary: u32) -> bool {
+    boundary == CALIBRATION_BOUNDARY || boundary == CALIBRATION_STEPPED
+}
+
+/// What a probe's attach cookie carries besides its boundary: the cost of one of its
+/// hits, measured by userspace at start for the kind of site it sits on. Return (and
+/// entry-only) programs read it to charge probe time to the calls it lands inside, so
+/// that durations can be reported without it. Time is kept in two buckets, by the kind of
+/// site that cost it, because single-stepping drifts with the machine's state far more
+/// than emulation does and userspace rescales each bucket as it measures the drift.
+///
+/// Bits 0..32: the boundary id. Bits 32..48: ns of this probe pair's cost that fall inside
+/// the call's own measured duration (between its two timestamps), saturating at 65 535.
+/// Bits 48..63: ns the whole hit adds to the thread, saturating at 32 767. Bit 63: the
+/// probed instruction is single-stepped.
+pub mod probe_cookie {
+    const IN_CALL_MAX: u64 = 0xffff;
+    const TOTAL_MAX: u64 = 0x7fff;
+    const STEPPED: u64 = 1 << 63;
+
+    #[must_use]
+    pub const fn pack(boundary: u32, in_call_ns: u64, total_ns: u64, stepped: bool) -> u64 {
+        let in_call = if in_call_ns > IN_CALL_MAX {
+            IN_CALL_MAX
+        } else {
+            in_call_ns
+        };
+        let total = if total_ns > TOTAL_MAX {
+            TOTAL_MAX
+        } else {
+            total_ns
+        };
+        let kind = if stepped { STEPPED } else { 0 };
+        boundary as u64 | in_call << 32 | total << 48 | kind
+    }
+
+    #[must_use]
+    pub const fn boundary(cookie: u64) -> u32 {
+        cookie as u32
+    }
+
+    #[must_use]
+    pub const fn in_call_ns(cookie: u64) -> u64 {
+        (cookie >> 32) & IN_CALL_MAX
+    }
+
+    #[must_use]
+    pub const fn total_ns(cookie: u64) -> u64 {
+        (cookie >> 48) & TOTAL_MAX
+    }
+
+    #[must_use]
+    pub const fn stepped(cookie: u64) -> bool {
+        cookie & STEPPED != 0
+    }
+}
+
+/// Probe time in two buckets: hits at emulated sites, hits at single-stepped ones (ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeTime {
+    pub emulated_ns: u64,
+    pub stepped_ns: u64,
+}
+
+impl ProbeTime {
+    /// Adds `ns` to the bucket of the kind of site `cookie` names.
+    #[inline(always)]
+    pub fn add(&mut self, cookie: u64, ns: u64) {
+        if probe_cookie::stepped(cookie) {
+            self.stepped_ns += ns;
+        } else {
+            self.emulated_ns += ns;
+        }
+    }
+
+    #[inline(always)]
+    pub fn add_all(&mut self, other: &Self) {
+        self.emulated_ns += other.emulated_ns;
+        self.stepped_ns += other.stepped_ns;
+    }
+
+    #[must_use]
+    pub const fn sum(&self) -> u64 {
+        self.emulated_ns.saturating_add(self.stepped_ns)
+    }
+}
 
 /// One completed call of a traced function, emitted by the return probe.
 #[repr(C)]
@@ -34,6 +128,19 @@ pub struct CallRecord {
     pub depth: u32,
     /// What kind of thread made the call (`crate::thread_kind`); only NIF probes classify.
     pub thread: u32,
+    /// Probe time inside `duration_ns`, as calibrated at attach time: this call's own
+    /// in-call probe cost plus the whole cost of every probe hit nested in it (traced
+    /// calls, allocator probes).
+    pub probe: ProbeTime,
+}
+
+impl CallRecord {
+    /// The call's duration without the probe time inside it, at the costs calibrated at
+    /// start (userspace rescales them as it measures drift).
+    #[must_use]
+    pub const fn corrected_ns(&self) -> u64 {
+        self.duration_ns.saturating_sub(self.probe.sum())
+    }
 }
 
 /// One active call on a thread's stack.
@@ -48,6 +155,8 @@ pub struct Frame {
     /// does not pay for zeroing it.
     pub costed: u32,
     pub _pad: u32,
+    /// Whole cost of the probe hits nested in this call so far (see `probe_cookie`).
+    pub nested: ProbeTime,
     pub cost: crate::Cost,
 }
 
@@ -111,10 +220,10 @@ mod user {
     unsafe impl aya::Pod for super::CallStack {}
 }
 
-const _: () = assert!(core::mem::size_of::<CallRecord>() == 48);
-const _: () = assert!(core::mem::size_of::<Frame>() == 32 + 96);
+const _: () = assert!(core::mem::size_of::<CallRecord>() == 64);
+const _: () = assert!(core::mem::size_of::<Frame>() == 48 + 96);
 const _: () = assert!(
     core::mem::size_of::<CallStack>()
-        == 8 + 128 * MAX_DEPTH + core::mem::size_of::<crate::ThreadState>()
+        == 8 + 144 * MAX_DEPTH + core::mem::size_of::<crate::ThreadState>()
 );
 const _: () = assert!(core::mem::size_of::<Counters>() == 40);

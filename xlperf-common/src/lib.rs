@@ -7,7 +7,9 @@
 pub mod cost;
 pub mod ffi;
 pub mod nif;
+pub mod rtld;
 
 pub use cost::*;
 pub use ffi::*;
 pub use nif::*;
+pub use rtld::*;

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey, alloc_kind};
 
-use crate::stack;
+use crate::{ffi::cookie, stack};
 
 /// Blocks tracked at once unless userspace sets `--alloc-live-max`. LRU: when full, the
 /// oldest block is forgotten; userspace counts those from `Counters::live_*`.
@@ -85,26 +85,29 @@ pub fn reallocarray_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Its cookie carries the whole cost of the allocator's probe pair (`probe_cookie`).
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     let ret: u64 = ctx.ret();
-    finish(ret);
+    finish(ret, cookie(&ctx));
     0
 }
 
-/// free(ptr), enif_free(ptr).
+/// free(ptr), enif_free(ptr). Its cookie carries the probe's cost (`probe_cookie`).
 #[uprobe]
 pub fn free_entry(ctx: ProbeContext) -> u32 {
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
-    if ptr == 0 {
-        return 0;
-    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(stack) = stack::stack_of(pid_tgid as u32, (pid_tgid >> 32) as u32) else {
         return 0;
     };
     // SAFETY: the pointer is this thread's map value; one program runs at a time per thread.
     let stack = unsafe { &mut *stack };
+    // free(NULL) costs a probe hit too.
+    stack::charge_probe(stack, cookie(&ctx));
+    if ptr == 0 {
+        return 0;
+    }
     // A free inside an allocator call (realloc freeing the old block) is that call's.
     if stack.thread.alloc_depth == 0 {
         freed(stack, (pid_tgid >> 32) as u32, ptr);
@@ -128,7 +131,7 @@ fn begin(kind: u32, size: u64, arg: u64) {
     }
 }
 
-fn finish(ret: u64) {
+fn finish(ret: u64, cookie: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let Some(stack) = stack::existing_stack(pid_tgid as u32) else {
@@ -136,6 +139,8 @@ fn finish(ret: u64) {
     };
     // SAFETY: as in free_entry.
     let stack = unsafe { &mut *stack };
+    // Every allocator call's probe pair costs, nested self-calls included.
+    stack::charge_probe(stack, cookie);
     let thread = &mut stack.thread;
     if thread.alloc_depth == 0 {
         // The call began before the entry probe was attached.

@@ -7,19 +7,24 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use xlperf_common::thread_kind;
+use xlperf_common::{probe_cookie, thread_kind};
 
 use crate::stack;
 
 #[uprobe]
 pub fn ffi_entry(ctx: ProbeContext) -> u32 {
-    stack::enter(cookie(&ctx) as u32, 0, thread_kind::UNCLASSIFIED);
+    stack::enter(
+        probe_cookie::boundary(cookie(&ctx)),
+        0,
+        thread_kind::UNCLASSIFIED,
+    );
     0
 }
 
 #[uretprobe]
 pub fn ffi_exit(ctx: RetProbeContext) -> u32 {
-    stack::leave(cookie(&ctx) as u32);
+    let cookie = cookie(&ctx);
+    stack::leave(probe_cookie::boundary(cookie), cookie);
     0
 }
 

@@ -15,6 +15,8 @@ mod mmap;
 #[cfg(target_arch = "bpf")]
 mod nif;
 #[cfg(target_arch = "bpf")]
+mod rtld;
+#[cfg(target_arch = "bpf")]
 mod sched;
 #[cfg(target_arch = "bpf")]
 mod stack;

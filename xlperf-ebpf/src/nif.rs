@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use xlperf_common::{
     NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NIF_TABLE_MAX_FUNCS, NifPending, NifTableRecord,
-    thread_kind,
+    probe_cookie, thread_kind,
 };
 
 use crate::{ffi::cookie, stack};
@@ -36,9 +36,10 @@ pub fn nif_call_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The cookie carries the pair's cost (`probe_cookie`).
 #[uretprobe]
-pub fn nif_call_exit(_ctx: RetProbeContext) -> u32 {
-    stack::leave(NIF_DISPATCH_NORMAL);
+pub fn nif_call_exit(ctx: RetProbeContext) -> u32 {
+    stack::leave(NIF_DISPATCH_NORMAL, cookie(&ctx));
     0
 }
 
@@ -55,22 +56,24 @@ pub fn nif_dirty_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The cookie carries the pair's cost (`probe_cookie`), not the entry's offset.
 #[uretprobe]
-pub fn nif_dirty_exit(_ctx: RetProbeContext) -> u32 {
-    stack::leave(NIF_DISPATCH_DIRTY);
+pub fn nif_dirty_exit(ctx: RetProbeContext) -> u32 {
+    stack::leave(NIF_DISPATCH_DIRTY, cookie(&ctx));
     0
 }
 
 /// Fallback: a probe on the NIF function itself; the cookie is its boundary id.
 #[uprobe]
 pub fn nif_fptr_entry(ctx: ProbeContext) -> u32 {
-    stack::enter(cookie(&ctx) as u32, 0, thread());
+    stack::enter(probe_cookie::boundary(cookie(&ctx)), 0, thread());
     0
 }
 
 #[uretprobe]
 pub fn nif_fptr_exit(ctx: RetProbeContext) -> u32 {
-    stack::leave(cookie(&ctx) as u32);
+    let cookie = cookie(&ctx);
+    stack::leave(probe_cookie::boundary(cookie), cookie);
     0
 }
 

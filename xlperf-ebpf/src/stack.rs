@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use xlperf_common::{
     COUNTERS_SLOT, CallRecord, CallStack, Cost, CostedCallRecord, Counters, MAX_DEPTH, NO_BOUNDARY,
+    ProbeTime, probe_cookie,
 };
 
 /// Threads whose call stacks are kept at once. LRU, so stacks of exited threads age out
@@ -83,11 +84,26 @@ pub fn enter(boundary: u32, target: u64, thread: u32) {
     frame.boundary = boundary;
     frame.thread = thread;
     frame.costed = 0;
+    frame.nested = ProbeTime::default();
     stack.depth = depth as u32 + 1;
 }
 
-/// Pops the innermost active frame of `boundary` and emits its call record.
-pub fn leave(boundary: u32) {
+/// Charges one hit of the probe whose cookie is `cookie` to the thread (what tracing
+/// added to it) and to its innermost active call, whose measured duration it lands inside.
+pub fn charge_probe(stack: &mut CallStack, cookie: u64) {
+    let total = probe_cookie::total_ns(cookie);
+    stack.thread.probe.add(cookie, total);
+    let depth = stack.depth as usize;
+    if depth > 0
+        && let Some(frame) = stack.frames.get_mut(opaque(depth - 1))
+    {
+        frame.nested.add(cookie, total);
+    }
+}
+
+/// Pops the innermost active frame of `boundary` and emits its call record. `cookie` is
+/// the return probe's (`probe_cookie`): what this probe pair costs.
+pub fn leave(boundary: u32, cookie: u64) {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -100,8 +116,10 @@ pub fn leave(boundary: u32) {
     // SAFETY: as in enter.
     let stack = unsafe { &mut *stack };
     if stack.overflow > 0 {
-        // The innermost active calls are the ones that did not fit; this return is theirs.
+        // The innermost active calls are the ones that did not fit; this return is theirs,
+        // and its probes' time lands inside the innermost frame that did fit.
         stack.overflow -= 1;
+        charge_probe(stack, cookie);
         return;
     }
 
@@ -127,11 +145,18 @@ pub fn leave(boundary: u32) {
     if depth > idx + 1 {
         add((depth - idx - 1) as u64, |c| &mut c.abandoned);
     }
-    let parent = if idx > 0 {
-        stack
-            .frames
-            .get(opaque(idx - 1))
-            .map_or(NO_BOUNDARY, |f| f.boundary)
+    let Some(nested) = stack.frames.get(idx).map(|f| f.nested) else {
+        return;
+    };
+    let total = probe_cookie::total_ns(cookie);
+    stack.thread.probe.add(cookie, total);
+    let parent = if idx > 0
+        && let Some(parent) = stack.frames.get_mut(opaque(idx - 1))
+    {
+        // This call's probes, and all those nested in it, ran inside the parent.
+        parent.nested.add(cookie, total);
+        parent.nested.add_all(&nested);
+        parent.boundary
     } else {
         NO_BOUNDARY
     };
@@ -148,6 +173,7 @@ pub fn leave(boundary: u32) {
         tid,
         depth: idx as u32 + 1,
         thread: frame.thread,
+        probe: own_and(cookie, nested),
     };
     if frame.costed != 0 {
         emit_costed(&record, &frame.cost);
@@ -165,6 +191,13 @@ pub fn leave(boundary: u32) {
     {
         bump(|c| &mut c.dropped);
     }
+}
+
+/// A call's own in-call probe time (from its return probe's cookie) plus what was nested.
+#[inline(always)]
+fn own_and(cookie: u64, mut nested: ProbeTime) -> ProbeTime {
+    nested.add(cookie, probe_cookie::in_call_ns(cookie));
+    nested
 }
 
 /// The ring every record kind goes through.
