@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
-use xlperf_common::{CallRecord, Cost, CostedCallRecord, OffCpuRecord};
+use xlperf_common::{CallRecord, Cost, CostedCallRecord, MapChange, OffCpuRecord};
 
 /// One item of the ring: the kinds differ in size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,9 @@ pub enum Item {
     Call(CallRecord, Option<Cost>),
     /// An off-CPU period of a target thread (`--sched`).
     OffCpu(OffCpuRecord),
+    /// A process stopped itself after the dynamic linker mapped libraries (see
+    /// `xlperf_common::rtld`): it waits for SIGCONT.
+    MapChange(MapChange),
 }
 
 /// Reads a plain-old-data record of exactly `bytes.len()` bytes.
@@ -32,6 +35,9 @@ pub fn decode(bytes: &[u8]) -> Option<Item> {
     }
     if let Some(costed) = read::<CostedCallRecord>(bytes) {
         return Some(Item::Call(costed.call, Some(costed.cost)));
+    }
+    if let Some(change) = read::<MapChange>(bytes) {
+        return Some(Item::MapChange(change));
     }
     read::<OffCpuRecord>(bytes).map(Item::OffCpu)
 }
@@ -67,6 +73,11 @@ impl CallRecords {
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             malformed: 0,
         })
+    }
+
+    /// The ring itself, for reading outside the event loop (calibration).
+    pub fn ring_mut(&mut self) -> &mut RingBuf<MapData> {
+        self.ring.get_mut()
     }
 
     /// Hands every item available now to `sink`; returns how many there were.
@@ -113,6 +124,10 @@ mod tests {
             depth: 7,
             target: 0,
             thread: 0,
+            probe: xlperf_common::ProbeTime {
+                emulated_ns: 8,
+                stepped_ns: 9,
+            },
         };
         // SAFETY: viewing a POD struct as bytes for the test.
         let bytes = unsafe {
@@ -146,5 +161,16 @@ mod tests {
             std::slice::from_raw_parts((&raw const off).cast::<u8>(), size_of::<OffCpuRecord>())
         };
         assert_eq!(decode(bytes), Some(Item::OffCpu(off)));
+
+        let change = MapChange {
+            ns: 1,
+            pid: 2,
+            tid: 3,
+        };
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const change).cast::<u8>(), size_of::<MapChange>())
+        };
+        assert_eq!(decode(bytes), Some(Item::MapChange(change)));
     }
 }

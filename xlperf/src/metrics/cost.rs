@@ -96,7 +96,8 @@ pub struct CostAggregator {
 
 impl CostAggregator {
     /// Takes in a completed call and what was charged to it.
-    pub fn call(&mut self, record: &CallRecord, own: Option<&Cost>) {
+    /// Takes in a call whose duration without probe time is `duration`.
+    pub fn call(&mut self, record: &CallRecord, own: Option<&Cost>, duration: u64) {
         let own = own.copied().unwrap_or_default();
         let levels = self
             .pending
@@ -119,7 +120,7 @@ impl CostAggregator {
             parent.first_start_ns.min(record.start_ns)
         };
         parent.cost = parent.cost.plus(&inclusive);
-        parent.ns = parent.ns.saturating_add(record.duration_ns.max(1));
+        parent.ns = parent.ns.saturating_add(duration.max(1));
 
         let stats = self
             .boundaries
@@ -129,7 +130,7 @@ impl CostAggregator {
         stats.inclusive = stats.inclusive.plus(&inclusive);
         stats.self_ns = stats
             .self_ns
-            .saturating_add(record.duration_ns.saturating_sub(children.ns));
+            .saturating_add(duration.saturating_sub(children.ns));
         if stats.first_call_ns == 0 {
             stats.first_call_ns = record.start_ns;
         }
@@ -221,6 +222,7 @@ mod tests {
             tid: 8,
             depth,
             thread: 0,
+            probe: xlperf_common::ProbeTime::default(),
         }
     }
 
@@ -236,9 +238,21 @@ mod tests {
     fn nested_figures_add_to_the_parent_only_inclusively() {
         let mut agg = CostAggregator::default();
         // A (boundary 1) runs 100..200 and allocates once; B (2) runs twice inside it.
-        agg.call(&call(2, 2, 110, 10), Some(&allocs(5, 500)));
-        agg.call(&call(2, 2, 130, 10), Some(&allocs(5, 500)));
-        agg.call(&call(1, 1, 100, 100), Some(&allocs(1, 7)));
+        agg.call(
+            &call(2, 2, 110, 10),
+            Some(&allocs(5, 500)),
+            call(2, 2, 110, 10).duration_ns,
+        );
+        agg.call(
+            &call(2, 2, 130, 10),
+            Some(&allocs(5, 500)),
+            call(2, 2, 130, 10).duration_ns,
+        );
+        agg.call(
+            &call(1, 1, 100, 100),
+            Some(&allocs(1, 7)),
+            call(1, 1, 100, 100).duration_ns,
+        );
         let a = &agg.boundaries[&(7, 1)];
         let b = &agg.boundaries[&(7, 2)];
         assert_eq!((b.own.alloc_count, b.inclusive.alloc_count), (10, 10));
@@ -246,7 +260,7 @@ mod tests {
         assert_eq!(a.inclusive.alloc_bytes, 1007);
         assert_eq!(a.self_ns, 80);
         // A second A with no nested calls starts clean.
-        agg.call(&call(1, 1, 300, 50), None);
+        agg.call(&call(1, 1, 300, 50), None, call(1, 1, 300, 50).duration_ns);
         assert_eq!(agg.boundaries[&(7, 1)].inclusive.alloc_count, 11);
         assert_eq!(agg.boundaries[&(7, 1)].self_ns, 130);
     }
@@ -255,23 +269,43 @@ mod tests {
     fn children_of_a_lost_parent_are_not_inherited() {
         let mut agg = CostAggregator::default();
         // B's parent record was lost; the next outermost call started after B.
-        agg.call(&call(2, 2, 110, 10), Some(&allocs(5, 500)));
-        agg.call(&call(1, 1, 300, 50), None);
+        agg.call(
+            &call(2, 2, 110, 10),
+            Some(&allocs(5, 500)),
+            call(2, 2, 110, 10).duration_ns,
+        );
+        agg.call(&call(1, 1, 300, 50), None, call(1, 1, 300, 50).duration_ns);
         assert_eq!(agg.boundaries[&(7, 1)].inclusive.alloc_count, 0);
     }
 
     #[test]
     fn live_blocks_fall_in_quarters_of_the_crossings_own_calls() {
         let mut agg = CostAggregator::default();
-        agg.call(&call(1, 1, 1_000, 100), None);
-        agg.call(&call(1, 1, 4_900, 100), None);
+        agg.call(
+            &call(1, 1, 1_000, 100),
+            None,
+            call(1, 1, 1_000, 100).duration_ns,
+        );
+        agg.call(
+            &call(1, 1, 4_900, 100),
+            None,
+            call(1, 1, 4_900, 100).duration_ns,
+        );
         // Calls span 1000..5000: a leak keeps blocks from all of it...
         for ns in [1_050, 2_100, 3_100, 4_950] {
             agg.live(7, 1, 10, ns);
         }
         // ...a cache that filled up at the start does not.
-        agg.call(&call(2, 1, 1_000, 100), None);
-        agg.call(&call(2, 1, 9_000, 100), None);
+        agg.call(
+            &call(2, 1, 1_000, 100),
+            None,
+            call(2, 1, 1_000, 100).duration_ns,
+        );
+        agg.call(
+            &call(2, 1, 9_000, 100),
+            None,
+            call(2, 1, 9_000, 100).duration_ns,
+        );
         agg.live(7, 2, 10, 1_050);
         assert_eq!(agg.boundaries[&(7, 1)].live_by_quarter, [10, 10, 10, 10]);
         assert_eq!(agg.boundaries[&(7, 2)].live_by_quarter, [10, 0, 0, 0]);

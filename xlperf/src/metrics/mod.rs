@@ -2,3 +2,4 @@
 
 pub mod calls;
 pub mod cost;
+pub mod drift;

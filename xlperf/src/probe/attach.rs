@@ -10,6 +10,7 @@ use aya::{
 use super::{
     ProbeError,
     boundary::BoundaryTable,
+    calibrate::ProbeCosts,
     links::Links,
     loader::{FFI_ENTRY, FFI_EXIT},
 };
@@ -44,6 +45,7 @@ impl Attachment {
 /// A return without its entry is only counted (`unmatched_return`).
 pub fn attach_ffi(
     ebpf: &mut Ebpf,
+    costs: &ProbeCosts,
     table: &BoundaryTable,
     attachments: &[Attachment],
     links: &mut Links,
@@ -57,7 +59,7 @@ pub fn attach_ffi(
                 };
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(boundary.attach_offset()),
-                    cookie: Some(u64::from(id)),
+                    cookie: Some(costs.pair_cookie(id, boundary.site)),
                 };
                 links.attach(
                     ebpf,

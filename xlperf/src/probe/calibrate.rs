@@ -1,5 +1,14 @@
-//! Measures what one traced call costs on this host: xlperf's own probe pair on a
-//! function of its own, timed with and without the probes.
+//! Measures what probes cost on this host, per kind of site, before anything is attached
+//! to a target: xlperf's own programs on functions of its own, timed with and without
+//! them.
+//!
+//! Two figures matter for a probe pair. The whole cost is what one traced call adds to
+//! the target (the overhead figure). The in-call cost is the part that falls between the
+//! entry and return timestamps, inside the measured duration; it is removed from every
+//! reported duration. A probe the kernel must single-step costs ~15 µs here against
+//! ~0.5 µs for an emulated one, and most of that lands inside the call, so each kind of
+//! site is measured on its own. Allocator probes run inside the calls they are charged
+//! to: their whole cost is removed from the enclosing call's duration.
 
 use std::{
     fs,
@@ -10,97 +19,427 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
 };
-use xlperf_common::CALIBRATION_BOUNDARY;
+use serde::{Deserialize, Serialize};
+use xlperf_common::{CALIBRATION_BOUNDARY, CALIBRATION_STEPPED, probe_cookie};
 
 use super::{
     ProbeError,
-    loader::{self, FFI_ENTRY, FFI_EXIT},
+    loader::{self, ALLOC_EXIT, FFI_ENTRY, FFI_EXIT, FREE_ENTRY, MALLOC_ENTRY},
+    prologue::ProbeSite,
 };
+use aya::maps::{MapData, RingBuf};
 
-// A function with a fixed `push` prologue (a site the kernel emulates, like the sites
-// xlperf picks), so the measurement does not depend on what the compiler emits.
-core::arch::global_asm!(
-    ".globl xlperf_calibration_target",
-    ".type xlperf_calibration_target,@function",
-    "xlperf_calibration_target:",
-    "push rbp",
-    "mov rbp, rsp",
-    "pop rbp",
-    "ret",
-    ".size xlperf_calibration_target, .-xlperf_calibration_target",
-);
+use crate::event::ring::{self, Item};
+
+// Functions with fixed first instructions, so the measurement does not depend on what the
+// compiler emits: `push rbp` is emulated by the kernel, `xor eax,eax` and `mov rax,rdi`
+// are single-stepped. The alloc ones return their argument, as a fake block address.
+// Each has an identical `_twin` that is never probed: timing the two in alternation, in
+// the same rounds, cancels what the rest of the machine does meanwhile.
+macro_rules! calibration_functions {
+    ($($name:literal: $($instr:literal),+;)+) => {
+        core::arch::global_asm!(
+            $(
+                concat!(".globl ", $name),
+                concat!(".type ", $name, ",@function"),
+                concat!($name, ":"),
+                $($instr,)+
+                concat!(".size ", $name, ", .-", $name),
+                concat!(".globl ", $name, "_twin"),
+                concat!(".type ", $name, "_twin,@function"),
+                concat!($name, "_twin:"),
+                $($instr,)+
+                concat!(".size ", $name, "_twin, .-", $name, "_twin"),
+            )+
+        );
+    };
+}
+
+calibration_functions! {
+    "xlperf_cal_pair_emulated": "push rbp", "mov rbp, rsp", "pop rbp", "ret";
+    "xlperf_cal_pair_stepped": "xor eax, eax", "ret";
+    "xlperf_cal_alloc_emulated": "push rbp", "mov rax, rdi", "pop rbp", "ret";
+    "xlperf_cal_alloc_stepped": "mov rax, rdi", "ret";
+    "xlperf_cal_free_emulated": "push rbp", "pop rbp", "ret";
+    "xlperf_cal_free_stepped": "xor eax, eax", "ret";
+}
 
 unsafe extern "C" {
-    fn xlperf_calibration_target();
+    fn xlperf_cal_pair_emulated();
+    fn xlperf_cal_pair_emulated_twin();
+    fn xlperf_cal_pair_stepped();
+    fn xlperf_cal_pair_stepped_twin();
+    fn xlperf_cal_alloc_emulated(block: u64) -> u64;
+    fn xlperf_cal_alloc_emulated_twin(block: u64) -> u64;
+    fn xlperf_cal_alloc_stepped(block: u64) -> u64;
+    fn xlperf_cal_alloc_stepped_twin(block: u64) -> u64;
+    fn xlperf_cal_free_emulated(block: u64);
+    fn xlperf_cal_free_emulated_twin(block: u64);
+    fn xlperf_cal_free_stepped(block: u64);
+    fn xlperf_cal_free_stepped_twin(block: u64);
 }
 
-const CALLS: u32 = 4000;
-const ROUNDS: usize = 3;
+type PairFn = unsafe extern "C" fn();
+type AllocFn = unsafe extern "C" fn(u64) -> u64;
+type FreeFn = unsafe extern "C" fn(u64);
 
-/// Result of a calibration run.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbeCost {
-    /// Added wall time per traced call (entry + return probe), ns.
-    pub per_call_ns: u64,
-    /// Calls made while the probes were attached; each must produce one record.
-    pub probed_calls: u64,
+/// Calls per round at an emulated site, and at a single-stepped one (30x dearer).
+const CALLS_EMULATED: u32 = 1000;
+const CALLS_STEPPED: u32 = 250;
+const ROUNDS: usize = 9;
+
+/// What the kernel does at a probed instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteKind {
+    /// Emulated in the trap handler (push, jmp, call, jcc, nop): cheap.
+    Emulated,
+    /// Copied out of line and single-stepped: a second trap per hit.
+    SingleStepped,
 }
 
-/// Attaches the FFI probes to our own calibration function, times it, and detaches.
-pub fn measure(ebpf: &mut Ebpf) -> Result<ProbeCost, ProbeError> {
-    let (exe, offset) = own_file_offset()?;
-    let bare = fastest(|| time_calls(CALLS));
+impl SiteKind {
+    pub fn of(site: ProbeSite) -> Self {
+        if site.emulated {
+            Self::Emulated
+        } else {
+            Self::SingleStepped
+        }
+    }
 
-    let mut links = Vec::new();
-    for program in [FFI_EXIT, FFI_ENTRY] {
-        let probe = loader::uprobe(ebpf, program)?;
-        let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(offset),
-            cookie: Some(u64::from(CALIBRATION_BOUNDARY)),
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Emulated => "emulated",
+            Self::SingleStepped => "single_stepped",
+        }
+    }
+}
+
+/// One figure per kind of site.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerKind<T> {
+    pub emulated: T,
+    pub single_stepped: T,
+}
+
+impl<T: Copy> PerKind<T> {
+    pub fn get(&self, kind: SiteKind) -> T {
+        match kind {
+            SiteKind::Emulated => self.emulated,
+            SiteKind::SingleStepped => self.single_stepped,
+        }
+    }
+}
+
+/// The cost of an entry + return probe pair around a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairCost {
+    /// Wall time one traced call adds to the target, ns.
+    pub total_ns: u64,
+    /// The part of it inside the call's measured duration, ns.
+    pub in_call_ns: u64,
+}
+
+/// What probes cost on this host, measured at start. Recorded in capture files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeCosts {
+    /// The FFI and NIF probe pair.
+    pub pair: PerKind<PairCost>,
+    /// An allocator's entry + return probes (malloc family), whole cost per call; zero
+    /// when allocations were not traced.
+    pub alloc_pair_ns: PerKind<u64>,
+    /// The entry-only probe on free, whole cost per call.
+    pub free_ns: PerKind<u64>,
+}
+
+impl ProbeCosts {
+    /// The cookie of a boundary's probe pair at `site`.
+    pub fn pair_cookie(&self, boundary: u32, site: ProbeSite) -> u64 {
+        let kind = SiteKind::of(site);
+        let cost = self.pair.get(kind);
+        probe_cookie::pack(
+            boundary,
+            cost.in_call_ns,
+            cost.total_ns,
+            kind == SiteKind::SingleStepped,
+        )
+    }
+
+    /// The cookie of an allocator probe: `entry_only` for free, else an exit probe of the
+    /// malloc family (entry probes of the family carry no cost: the exit charges the pair).
+    pub fn alloc_cookie(&self, site: ProbeSite, entry_only: bool) -> u64 {
+        let kind = SiteKind::of(site);
+        let total = if entry_only {
+            self.free_ns.get(kind)
+        } else {
+            self.alloc_pair_ns.get(kind)
         };
-        let link = probe
-            .attach(point, &exe, UProbeScope::CallingProcess)
-            .map_err(|source| ProbeError::Program {
-                what: format!("attaching {program} for calibration to {}", exe.display()),
-                source,
-            })?;
-        links.push((program, link));
+        probe_cookie::pack(0, 0, total, kind == SiteKind::SingleStepped)
     }
-    let probed = fastest(|| time_calls(CALLS));
-    for (program, link) in links {
-        loader::uprobe(ebpf, program)?
-            .detach(link)
-            .map_err(|source| ProbeError::Program {
-                what: format!("detaching calibration probe {program}"),
-                source,
-            })?;
+}
+
+/// A calibration's costs, how many of its probed calls came back as records, and the
+/// canary that keeps measuring.
+pub struct Calibration {
+    pub costs: ProbeCosts,
+    /// Calls made while the FFI pair was attached: each must produce one record.
+    pub probed_calls: u64,
+    /// Records of them read back (the others were dropped or lost).
+    pub seen_calls: u64,
+    pub canary: Canary,
+}
+
+/// Calls per canary run, at each kind of site: a few hundred µs of xlperf's own time.
+const CANARY_EMULATED: u32 = 40;
+const CANARY_STEPPED: u32 = 20;
+
+/// The calibration's probe pairs, left attached on xlperf's own functions: calling them
+/// now and then yields records whose durations show how the probes' cost drifts
+/// (`metrics::drift`). Dropping it detaches them.
+pub struct Canary {
+    _links: Vec<UProbeLink>,
+}
+
+impl Canary {
+    /// Calls each calibration function a few times; their records go through the ring.
+    pub fn run(&self) {
+        time(CANARY_EMULATED, || {
+            // SAFETY: the function only pushes and pops rbp, and returns.
+            unsafe { xlperf_cal_pair_emulated() }
+        });
+        time(CANARY_STEPPED, || {
+            // SAFETY: the function only clears eax, and returns.
+            unsafe { xlperf_cal_pair_stepped() }
+        });
     }
-    let added = probed.saturating_sub(bare).as_nanos() / u128::from(CALLS);
-    Ok(ProbeCost {
-        per_call_ns: u64::try_from(added).unwrap_or(u64::MAX),
-        probed_calls: u64::from(CALLS) * ROUNDS as u64,
+}
+
+/// Measures the probe pair at both kinds of site, and with `alloc` the allocator probes.
+/// Calibration records are drained from the call-record ring `records` as they come. The
+/// pair probes stay attached as the [`Canary`]; the allocator ones are detached on a
+/// thread of their own: each takes the kernel ~110 ms to remove, and nothing waits.
+pub fn measure(
+    ebpf: &mut Ebpf,
+    records: &mut RingBuf<MapData>,
+    alloc: bool,
+) -> Result<Calibration, ProbeError> {
+    let mut links = Vec::new();
+    let mut seen = 0;
+    let result = measure_all(ebpf, records, alloc, &mut links, &mut seen);
+    // The first four links are the pairs' (see measure_all): they stay, as the canary.
+    let rest = links.split_off(links.len().min(4));
+    let canary = Canary { _links: links };
+    let links = rest;
+    std::thread::Builder::new()
+        .name("xlperf-calib".into())
+        .spawn(move || drop(links))
+        .map_err(|source| ProbeError::Read {
+            path: "a detach thread".into(),
+            source,
+        })?;
+    Ok(Calibration {
+        costs: result?,
+        probed_calls: u64::from(CALLS_EMULATED + CALLS_STEPPED) * ROUNDS as u64,
+        seen_calls: seen,
+        canary,
     })
 }
 
-fn time_calls(n: u32) -> Duration {
+fn measure_all(
+    ebpf: &mut Ebpf,
+    records: &mut RingBuf<MapData>,
+    alloc: bool,
+    links: &mut Vec<UProbeLink>,
+    seen: &mut u64,
+) -> Result<ProbeCosts, ProbeError> {
+    let (emulated, n) = pair(
+        ebpf,
+        records,
+        links,
+        [xlperf_cal_pair_emulated, xlperf_cal_pair_emulated_twin],
+        CALLS_EMULATED,
+        CALIBRATION_BOUNDARY,
+    )?;
+    *seen += n;
+    let (single_stepped, n) = pair(
+        ebpf,
+        records,
+        links,
+        [xlperf_cal_pair_stepped, xlperf_cal_pair_stepped_twin],
+        CALLS_STEPPED,
+        CALIBRATION_STEPPED,
+    )?;
+    *seen += n;
+    let mut costs = ProbeCosts {
+        pair: PerKind {
+            emulated,
+            single_stepped,
+        },
+        ..ProbeCosts::default()
+    };
+    if alloc {
+        let emulated = allocator(
+            ebpf,
+            links,
+            [xlperf_cal_alloc_emulated, xlperf_cal_alloc_emulated_twin],
+            [xlperf_cal_free_emulated, xlperf_cal_free_emulated_twin],
+            CALLS_EMULATED,
+        )?;
+        let stepped = allocator(
+            ebpf,
+            links,
+            [xlperf_cal_alloc_stepped, xlperf_cal_alloc_stepped_twin],
+            [xlperf_cal_free_stepped, xlperf_cal_free_stepped_twin],
+            CALLS_STEPPED,
+        )?;
+        costs.alloc_pair_ns = PerKind {
+            emulated: emulated.0,
+            single_stepped: stepped.0,
+        };
+        costs.free_ns = PerKind {
+            emulated: emulated.1,
+            single_stepped: stepped.1,
+        };
+    }
+    Ok(costs)
+}
+
+/// The FFI pair on `probed`: whole cost from timing it against its twin (the median of
+/// the rounds' differences), in-call cost as
+/// the median of the durations the probes themselves measured (the function's own body
+/// is a few ns).
+fn pair(
+    ebpf: &mut Ebpf,
+    records: &mut RingBuf<MapData>,
+    links: &mut Vec<UProbeLink>,
+    [probed, twin]: [PairFn; 2],
+    calls: u32,
+    boundary: u32,
+) -> Result<(PairCost, u64), ProbeError> {
+    let run = |function: PairFn| {
+        time(calls, || {
+            // SAFETY: the function only pushes/pops rbp or clears eax, and returns.
+            unsafe { function() }
+        })
+    };
+    let offset = own_file_offset(probed as *const () as usize as u64)?;
+    // No cost in the cookie: these calls charge nothing to anything.
+    let cookie = probe_cookie::pack(boundary, 0, 0, false);
+    attach(ebpf, links, FFI_EXIT, &offset, cookie)?;
+    attach(ebpf, links, FFI_ENTRY, &offset, cookie)?;
+    let mut durations = Vec::new();
+    let mut added = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let bare = run(twin);
+        added.push(run(probed).saturating_sub(bare));
+        ring::drain(records, |item| {
+            if let Item::Call(r, _) = item
+                && r.boundary == boundary
+            {
+                durations.push(r.duration_ns);
+            }
+        });
+    }
+    durations.sort_unstable();
+    let in_call_ns = durations.get(durations.len() / 2).copied().unwrap_or(0);
+    let cost = PairCost {
+        total_ns: per_call(median(added), calls),
+        in_call_ns,
+    };
+    Ok((cost, durations.len() as u64))
+}
+
+/// The allocator programs on a fake allocator and free: (pair, free) whole costs. All
+/// four combinations of probed and twin functions are timed in each round.
+fn allocator(
+    ebpf: &mut Ebpf,
+    links: &mut Vec<UProbeLink>,
+    [alloc, alloc_twin]: [AllocFn; 2],
+    [free, free_twin]: [FreeFn; 2],
+    calls: u32,
+) -> Result<(u64, u64), ProbeError> {
+    // Distinct fake addresses, so the live map sees inserts and removals as for real
+    // blocks; each is freed right after, leaving the map as it was.
+    let run = |alloc: AllocFn, free: FreeFn| {
+        time(calls, || {
+            for block in [0x7e57_0000_0000u64, 0x7e57_0000_1000] {
+                // SAFETY: both functions only move a register and return.
+                unsafe { free(alloc(block)) };
+            }
+        })
+    };
+    let alloc_at = own_file_offset(alloc as *const () as usize as u64)?;
+    let free_at = own_file_offset(free as *const () as usize as u64)?;
+    let none = probe_cookie::pack(0, 0, 0, false);
+    attach(ebpf, links, ALLOC_EXIT, &alloc_at, none)?;
+    attach(ebpf, links, MALLOC_ENTRY, &alloc_at, none)?;
+    attach(ebpf, links, FREE_ENTRY, &free_at, none)?;
+    let (mut alloc_added, mut free_added) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let bare = run(alloc_twin, free_twin);
+        let with_alloc = run(alloc, free_twin);
+        let with_both = run(alloc, free);
+        alloc_added.push(with_alloc.saturating_sub(bare));
+        free_added.push(with_both.saturating_sub(with_alloc));
+    }
+    // Each run makes two calls of each function per iteration.
+    Ok((
+        per_call(median(alloc_added), 2 * calls),
+        per_call(median(free_added), 2 * calls),
+    ))
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    links: &mut Vec<UProbeLink>,
+    program: &'static str,
+    (exe, offset): &(PathBuf, u64),
+    cookie: u64,
+) -> Result<(), ProbeError> {
+    let probe = loader::uprobe(ebpf, program)?;
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(*offset),
+        cookie: Some(cookie),
+    };
+    let what = || format!("attaching {program} for calibration to {}", exe.display());
+    let id = probe
+        .attach(point, exe, UProbeScope::CallingProcess)
+        .map_err(|source| ProbeError::Program {
+            what: what(),
+            source,
+        })?;
+    links.push(probe.take_link(id).map_err(|source| ProbeError::Program {
+        what: what(),
+        source,
+    })?);
+    Ok(())
+}
+
+fn time(n: u32, mut call: impl FnMut()) -> Duration {
     let start = Instant::now();
     for _ in 0..n {
-        // SAFETY: the function only pushes and pops rbp and returns; it has no arguments.
-        unsafe { xlperf_calibration_target() };
+        call();
         black_box(());
     }
     start.elapsed()
 }
 
-fn fastest(mut f: impl FnMut() -> Duration) -> Duration {
-    (0..ROUNDS).map(|_| f()).min().unwrap_or_default()
+/// The middle of the rounds' figures: a typical round, neither the luckiest (the minimum
+/// would understate what probes cost among a real program's cache misses) nor one that
+/// another process interrupted.
+fn median(mut rounds: Vec<Duration>) -> Duration {
+    rounds.sort_unstable();
+    rounds.get(rounds.len() / 2).copied().unwrap_or_default()
 }
 
-/// The executable file and file offset of the calibration function, from our own maps.
-fn own_file_offset() -> Result<(PathBuf, u64), ProbeError> {
-    let addr = xlperf_calibration_target as *const () as usize as u64;
+fn per_call(added: Duration, calls: u32) -> u64 {
+    u64::try_from(added.as_nanos() / u128::from(calls.max(1))).unwrap_or(u64::MAX)
+}
+
+/// The executable file and file offset of one of our own functions, from our maps.
+fn own_file_offset(addr: u64) -> Result<(PathBuf, u64), ProbeError> {
     let maps = fs::read_to_string("/proc/self/maps").map_err(|source| ProbeError::Read {
         path: "/proc/self/maps".into(),
         source,
@@ -133,4 +472,59 @@ fn own_file_offset() -> Result<(PathBuf, u64), ProbeError> {
         path: "/proc/self/maps".into(),
         source: std::io::Error::other("the calibration function is not in a file mapping"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_carry_the_cost_of_their_site() {
+        let costs = ProbeCosts {
+            pair: PerKind {
+                emulated: PairCost {
+                    total_ns: 700,
+                    in_call_ns: 300,
+                },
+                single_stepped: PairCost {
+                    total_ns: 15_000,
+                    in_call_ns: 14_000,
+                },
+            },
+            alloc_pair_ns: PerKind {
+                emulated: 900,
+                single_stepped: 16_000,
+            },
+            free_ns: PerKind {
+                emulated: 400,
+                single_stepped: 9000,
+            },
+        };
+        let stepped = ProbeSite {
+            offset: 0,
+            emulated: false,
+        };
+        let cookie = costs.pair_cookie(7, stepped);
+        assert_eq!(probe_cookie::boundary(cookie), 7);
+        assert_eq!(probe_cookie::in_call_ns(cookie), 14_000);
+        assert_eq!(probe_cookie::total_ns(cookie), 15_000);
+        let emulated = ProbeSite {
+            offset: 4,
+            emulated: true,
+        };
+        assert_eq!(
+            probe_cookie::total_ns(costs.alloc_cookie(emulated, false)),
+            900
+        );
+        assert_eq!(
+            probe_cookie::total_ns(costs.alloc_cookie(stepped, true)),
+            9000
+        );
+        // Saturates rather than wrapping into the boundary bits.
+        let huge = probe_cookie::pack(3, 1 << 40, 1 << 40, false);
+        assert_eq!(probe_cookie::boundary(huge), 3);
+        assert_eq!(probe_cookie::total_ns(huge), 0x7fff);
+        assert!(!probe_cookie::stepped(huge));
+        assert!(probe_cookie::stepped(cookie));
+    }
 }

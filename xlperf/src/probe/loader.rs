@@ -2,10 +2,10 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, UProbe},
 };
-use xlperf_common::{COUNTERS_SLOT, Counters};
+use xlperf_common::{COUNTERS_SLOT, CallStack, Counters, ProbeTime};
 
 use super::ProbeError;
 
@@ -101,6 +101,35 @@ pub fn counters(ebpf: &Ebpf) -> Result<Counters, ProbeError> {
     Ok(values.iter().fold(Counters::default(), |sum, cpu| {
         sum.zip_with(cpu, u64::saturating_add)
     }))
+}
+
+/// What the uprobes have added to the threads of `pids` so far, as the kernel counted
+/// their hits at their calibrated costs (every thread but xlperf's own when `pids` is
+/// empty: `--all`).
+pub fn probe_time(ebpf: &Ebpf, pids: &[u32]) -> Result<ProbeTime, ProbeError> {
+    let map = ebpf
+        .map(CALL_STACKS)
+        .ok_or(ProbeError::MissingMap { name: CALL_STACKS })?;
+    let stacks = HashMap::<_, u32, CallStack>::try_from(map).map_err(|source| ProbeError::Map {
+        what: "reading the per-thread probe time".into(),
+        source,
+    })?;
+    let own = std::process::id();
+    Ok(stacks
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(_, stack)| stack.thread)
+        .filter(|t| {
+            if pids.is_empty() {
+                t.tgid != own
+            } else {
+                pids.contains(&t.tgid)
+            }
+        })
+        .fold(ProbeTime::default(), |mut sum, t| {
+            sum.add_all(&t.probe);
+            sum
+        }))
 }
 
 /// The uprobe program `name`, verified and loaded into the kernel.

@@ -176,6 +176,36 @@ pub fn attach_alloc(ebpf: &mut Ebpf, links: &mut Links, kmem: bool) -> Result<()
     Ok(())
 }
 
+/// Every tracepoint program xlperf has.
+const TRACEPOINT_PROGRAMS: [&str; 8] = [
+    loader::SCHED_SWITCH,
+    loader::SCHED_WAKING,
+    loader::SCHED_WAKEUP_NEW,
+    loader::MMAP_ENTER,
+    loader::MUNMAP_ENTER,
+    loader::KMALLOC,
+    loader::KMEM_CACHE_ALLOC,
+    loader::MM_PAGE_ALLOC,
+];
+
+/// How long the loaded tracepoint programs have run, in all, as the kernel's BPF
+/// statistics measured it (only while `aya::sys::enable_stats` is held). They run for
+/// every process on the host, filtering for the targets: this is their whole cost.
+pub fn run_time(ebpf: &Ebpf) -> Result<u64, ProbeError> {
+    let mut total = 0u64;
+    for name in TRACEPOINT_PROGRAMS {
+        let Some(program) = ebpf.program(name) else {
+            continue;
+        };
+        // A program never loaded has no info, and cost nothing.
+        if let Ok(info) = program.info() {
+            total =
+                total.saturating_add(u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    Ok(total)
+}
+
 /// Attaches program `program` to tracepoint `group/name`.
 pub fn attach(
     ebpf: &mut Ebpf,

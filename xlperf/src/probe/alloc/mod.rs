@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ProbeError,
+    calibrate::ProbeCosts,
     elf::ElfImage,
     library::{self, Scope},
     links::Links,
@@ -25,24 +26,25 @@ use super::{
     prologue::{self, ProbeSite},
 };
 
-/// The C allocator's entry points and the entry program each one takes.
-const LIBC_FUNCTIONS: &[(&str, &str)] = &[
-    ("malloc", loader::MALLOC_ENTRY),
-    ("calloc", loader::CALLOC_ENTRY),
-    ("realloc", loader::REALLOC_ENTRY),
-    ("reallocarray", loader::REALLOCARRAY_ENTRY),
-    ("posix_memalign", loader::POSIX_MEMALIGN_ENTRY),
-    ("aligned_alloc", loader::MEMALIGN_ENTRY),
-    ("memalign", loader::MEMALIGN_ENTRY),
-    ("valloc", loader::MALLOC_ENTRY),
-    ("free", loader::FREE_ENTRY),
+/// The C allocator's entry points, the entry program each one takes, and how many of
+/// its arguments that program reads (the probe may not move past writes to them).
+const LIBC_FUNCTIONS: &[(&str, &str, u8)] = &[
+    ("malloc", loader::MALLOC_ENTRY, 1),
+    ("calloc", loader::CALLOC_ENTRY, 2),
+    ("realloc", loader::REALLOC_ENTRY, 2),
+    ("reallocarray", loader::REALLOCARRAY_ENTRY, 3),
+    ("posix_memalign", loader::POSIX_MEMALIGN_ENTRY, 3),
+    ("aligned_alloc", loader::MEMALIGN_ENTRY, 2),
+    ("memalign", loader::MEMALIGN_ENTRY, 2),
+    ("valloc", loader::MALLOC_ENTRY, 1),
+    ("free", loader::FREE_ENTRY, 1),
 ];
 
 /// The BEAM's NIF allocator: enif_alloc goes to erts_alloc, not to malloc.
-const ENIF_FUNCTIONS: &[(&str, &str)] = &[
-    ("enif_alloc", loader::MALLOC_ENTRY),
-    ("enif_realloc", loader::REALLOC_ENTRY),
-    ("enif_free", loader::FREE_ENTRY),
+const ENIF_FUNCTIONS: &[(&str, &str, u8)] = &[
+    ("enif_alloc", loader::MALLOC_ENTRY, 1),
+    ("enif_realloc", loader::REALLOC_ENTRY, 2),
+    ("enif_free", loader::FREE_ENTRY, 1),
 ];
 
 /// File-name prefixes of allocators that replace glibc's malloc when mapped.
@@ -94,14 +96,14 @@ impl AllocTracing {
     fn add(
         &mut self,
         path: &Path,
-        functions: &[(&str, &'static str)],
+        functions: &[(&str, &'static str, u8)],
         required: bool,
     ) -> Result<(), ProbeError> {
         let image = ElfImage::read(path)?;
         // Aliases (glibc's aligned_alloc is memalign) share one probe: two would count twice.
         let mut seen = HashSet::new();
         let before = self.sites.len();
-        for &(name, entry) in functions {
+        for &(name, entry, args) in functions {
             let Some(function) = image.function(name) else {
                 continue;
             };
@@ -112,7 +114,10 @@ impl AllocTracing {
                 library: path.to_owned(),
                 function: name.to_owned(),
                 file_offset: function.file_offset,
-                site: prologue::choose(image.code(function, prologue::CODE_WINDOW)),
+                site: prologue::choose(
+                    image.code(function, prologue::CODE_WINDOW),
+                    prologue::Reads::Args(args),
+                ),
                 entry,
             });
         }
@@ -145,6 +150,7 @@ impl AllocTracing {
     pub fn attach(
         &self,
         ebpf: &mut Ebpf,
+        costs: &ProbeCosts,
         links: &mut Links,
         scope: UProbeScope,
     ) -> Result<usize, ProbeError> {
@@ -155,9 +161,15 @@ impl AllocTracing {
             .chain(self.sites.iter().map(|s| (s.entry, s)));
         for (program, site) in attachments {
             let offset = site.file_offset + site.site.offset;
+            // The exit probe charges its pair's cost, free's entry probe its own.
+            let cookie = match program {
+                loader::ALLOC_EXIT => costs.alloc_cookie(site.site, false),
+                loader::FREE_ENTRY => costs.alloc_cookie(site.site, true),
+                _ => 0,
+            };
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),
-                cookie: None,
+                cookie: Some(cookie),
             };
             let what = format!(
                 "{}:{} (offset {offset:#x})",

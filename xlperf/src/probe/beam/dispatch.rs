@@ -74,7 +74,12 @@ pub fn find(beam: &ElfImage) -> Result<Dispatch, String> {
     let site = |f: &Function| DispatchSite {
         symbol: f.names.first().cloned().unwrap_or_default(),
         file_offset: f.file_offset,
-        site: prologue::choose(beam.code(f, prologue::CODE_WINDOW)),
+        // Every hook reads at most its first four arguments (beam_jit_call_nif's NIF is
+        // the 4th, erts_call_dirty_nif's I the 3rd, the load hooks the 1st or 2nd).
+        site: prologue::choose(
+            beam.code(f, prologue::CODE_WINDOW),
+            prologue::Reads::Args(4),
+        ),
     };
     let load_hooks = match (
         lookup(DDLL_OPEN),

@@ -17,6 +17,7 @@ use super::{Dispatch, NifMode, Vm, resolve::NifResolver};
 use crate::probe::{
     ProbeError,
     boundary::BoundaryTable,
+    calibrate::ProbeCosts,
     links::Links,
     loader::{
         NIF_CALL_ENTRY, NIF_CALL_EXIT, NIF_DIRTY_ENTRY, NIF_DIRTY_EXIT, NIF_FPTR_ENTRY,
@@ -45,6 +46,9 @@ pub struct NifTracing {
     tables: Option<RingBuf<MapData>>,
     /// The NIF probes; dropping them (or this) detaches them.
     pub links: Links,
+    /// What probes cost here, for the cookies of the NIF probe pairs (set after
+    /// calibration, before attaching).
+    pub costs: ProbeCosts,
 }
 
 impl NifTracing {
@@ -74,6 +78,7 @@ impl NifTracing {
             probed: HashSet::new(),
             tables: None,
             links: Links::default(),
+            costs: ProbeCosts::default(),
         })
     }
 
@@ -104,7 +109,14 @@ impl NifTracing {
                             source,
                         })?);
                 }
-                let attached = attach_dispatch(ebpf, &self.vm, dispatch, scope, &mut self.links)?;
+                let attached = attach_dispatch(
+                    ebpf,
+                    &self.vm,
+                    dispatch,
+                    scope,
+                    &self.costs,
+                    &mut self.links,
+                )?;
                 // Name what is loaded already while the process surely exists: a VM
                 // that exits right after its calls cannot be read afterwards.
                 let running = match pid {
@@ -174,7 +186,7 @@ impl NifTracing {
                 let Some(b) = table.get(id) else { continue };
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(b.attach_offset()),
-                    cookie: Some(u64::from(id)),
+                    cookie: Some(self.costs.pair_cookie(id, b.site)),
                 };
                 let scope = UProbeScope::OneProcess(nonzero);
                 self.links
@@ -256,14 +268,19 @@ fn attach_dispatch(
     vm: &Path,
     dispatch: &Dispatch,
     scope: UProbeScope,
+    costs: &ProbeCosts,
     links: &mut Links,
 ) -> Result<usize, ProbeError> {
     let before = links.len();
+    // The dirty entry probe's cookie carries the NIF pointer's offset in its high half;
+    // the return probes' carry the pair's cost.
     let dirty_cookie = u64::from(NIF_DISPATCH_DIRTY) | u64::from(dispatch.dirty_fp_offset) << 32;
     let normal_cookie = u64::from(NIF_DISPATCH_NORMAL);
+    let normal_exit = costs.pair_cookie(NIF_DISPATCH_NORMAL, dispatch.call_nif.site);
+    let dirty_exit = costs.pair_cookie(NIF_DISPATCH_DIRTY, dispatch.call_dirty_nif.site);
     let mut probes = vec![
-        (NIF_CALL_EXIT, &dispatch.call_nif, Some(normal_cookie)),
-        (NIF_DIRTY_EXIT, &dispatch.call_dirty_nif, Some(dirty_cookie)),
+        (NIF_CALL_EXIT, &dispatch.call_nif, Some(normal_exit)),
+        (NIF_DIRTY_EXIT, &dispatch.call_dirty_nif, Some(dirty_exit)),
         (NIF_CALL_ENTRY, &dispatch.call_nif, Some(normal_cookie)),
         (
             NIF_DIRTY_ENTRY,
