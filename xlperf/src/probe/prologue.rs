@@ -4,10 +4,13 @@
 //! nop) and single-steps every other one out of line, which costs ~30x more here. The
 //! common first instruction `endbr64` is single-stepped; `test rdi,rdi` (glibc's `free`)
 //! too. So we move the probe forward to the first emulated instruction, but only across
-//! instructions whose skipping changes nothing a probe observes:
+//! instructions whose skipping changes nothing the probe observes, which depends on what
+//! the probe reads ([`Reads`]):
 //! - they fall through (no branch, call or return), so the new site is always reached;
-//! - they touch no memory and write neither `rsp` (a return probe reads the return
-//!   address at `[rsp]`) nor an argument register (entry probes read arguments);
+//! - they write neither `rsp` nor memory at `[rsp...]`: the return probe hijacks the
+//!   return address at `[rsp]` when the entry probe fires;
+//! - they write no register the probe reads (an allocator probe's size argument, the
+//!   NIF dispatch probe's function pointer); a timing-only probe reads none;
 //! - no branch in the function lands between the old and the new site, which would make
 //!   the probe fire for jumps that are not calls.
 
@@ -16,8 +19,37 @@ use iced_x86::{
     OpKind, Register,
 };
 
-/// At most this many instructions are skipped.
-const MAX_SKIPPED: usize = 4;
+/// At most this many instructions are skipped: a few ns of the call left out of its time.
+const MAX_SKIPPED: usize = 8;
+
+/// What an entry probe reads from the registers at its site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Only the time (FFI calls, NIF functions in fallback mode).
+    Nothing,
+    /// The first N System V argument registers (rdi, rsi, rdx, rcx, r8, r9).
+    Args(u8),
+}
+
+impl Reads {
+    fn observes(self, reg: Register) -> bool {
+        const ARGS: [Register; 6] = [
+            Register::RDI,
+            Register::RSI,
+            Register::RDX,
+            Register::RCX,
+            Register::R8,
+            Register::R9,
+        ];
+        match self {
+            Self::Nothing => false,
+            Self::Args(n) => ARGS
+                .iter()
+                .take(usize::from(n))
+                .any(|&arg| arg == reg.full_register()),
+        }
+    }
+}
 
 /// Bytes of a function decoded to find branch targets.
 pub const CODE_WINDOW: u64 = 4096;
@@ -30,8 +62,20 @@ pub struct ProbeSite {
     pub emulated: bool,
 }
 
-/// Chooses the probe site for a function whose code (from its first byte) is `code`.
-pub fn choose(code: &[u8]) -> ProbeSite {
+/// A site chosen by the user (`LIB:0xOFFSET`): exactly there, emulated or not.
+pub fn exactly_at(code: &[u8]) -> ProbeSite {
+    let emulated = decode(code)
+        .first()
+        .is_some_and(|first| is_emulated(first, code));
+    ProbeSite {
+        offset: 0,
+        emulated,
+    }
+}
+
+/// Chooses the probe site for a function whose code (from its first byte) is `code`,
+/// for a probe that reads `reads`.
+pub fn choose(code: &[u8], reads: Reads) -> ProbeSite {
     let at_start = ProbeSite {
         offset: 0,
         emulated: false,
@@ -54,7 +98,7 @@ pub fn choose(code: &[u8]) -> ProbeSite {
                 emulated: true,
             };
         }
-        if !is_skippable(instr, &mut info) {
+        if !is_skippable(instr, reads, &mut info) {
             break;
         }
     }
@@ -105,40 +149,30 @@ fn is_emulated(instr: &Instruction, code: &[u8]) -> bool {
     )
 }
 
-fn is_skippable(instr: &Instruction, info: &mut InstructionInfoFactory) -> bool {
+fn is_skippable(instr: &Instruction, reads: Reads, info: &mut InstructionInfoFactory) -> bool {
     if matches!(instr.code(), Code::Endbr64 | Code::Endbr32) {
         return true;
     }
-    if instr.flow_control() != FlowControl::Next || instr.has_lock_prefix() {
+    if instr.flow_control() != FlowControl::Next {
         return false;
     }
     let info = info.info(instr);
-    if !info.used_memory().is_empty() {
-        return false;
-    }
-    !info.used_registers().iter().any(|used| {
+    let writes = |access: OpAccess| {
         matches!(
-            used.access(),
+            access,
             OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-        ) && is_observed(used.register())
-    })
-}
-
-/// Registers a probe may read: the stack pointer and the SysV argument registers
-/// (`rax` carries the vector-register count of variadic calls).
-fn is_observed(reg: Register) -> bool {
-    let full = reg.full_register();
-    matches!(
-        full,
-        Register::RSP
-            | Register::RDI
-            | Register::RSI
-            | Register::RDX
-            | Register::RCX
-            | Register::R8
-            | Register::R9
-            | Register::RAX
-    ) || (full.is_zmm() && full.number() < 8)
+        )
+    };
+    let stack_write = info
+        .used_memory()
+        .iter()
+        .any(|m| writes(m.access()) && m.base().full_register() == Register::RSP);
+    !stack_write
+        && !info.used_registers().iter().any(|used| {
+            writes(used.access())
+                && (used.register().full_register() == Register::RSP
+                    || reads.observes(used.register()))
+        })
 }
 
 #[cfg(test)]
@@ -146,7 +180,11 @@ mod tests {
     use super::*;
 
     fn site(code: &[u8]) -> (u64, bool) {
-        let s = choose(code);
+        site_for(code, Reads::Args(6))
+    }
+
+    fn site_for(code: &[u8], reads: Reads) -> (u64, bool) {
+        let s = choose(code, reads);
         (s.offset, s.emulated)
     }
 
@@ -175,16 +213,57 @@ mod tests {
     }
 
     #[test]
-    fn never_moves_past_a_write_to_rsp_or_an_argument() {
+    fn never_moves_past_a_write_to_rsp_or_an_argument_it_reads() {
         // sub rsp,8; push rbx
         assert_eq!(site(&[0x48, 0x83, 0xec, 0x08, 0x53, 0xc3]), (0, false));
-        // mov edi,1; push rbx
         assert_eq!(
-            site(&[0xbf, 0x01, 0x00, 0x00, 0x00, 0x53, 0xc3]),
+            site_for(&[0x48, 0x83, 0xec, 0x08, 0x53, 0xc3], Reads::Nothing),
             (0, false)
         );
-        // mov rax,[rdi]; push rbx: memory read
-        assert_eq!(site(&[0x48, 0x8b, 0x07, 0x53, 0xc3]), (0, false));
+        // mov edi,1; push rbx: fine for a timing probe, not for one reading rdi
+        let code = [0xbf, 0x01, 0x00, 0x00, 0x00, 0x53, 0xc3];
+        assert_eq!(site(&code), (0, false));
+        assert_eq!(site_for(&code, Reads::Nothing), (5, true));
+        assert_eq!(site_for(&code, Reads::Args(0)), (5, true));
+        // mov [rsp+8],rdi; push rbx: a write to the stack
+        let code = [0x48, 0x89, 0x7c, 0x24, 0x08, 0x53, 0xc3];
+        assert_eq!(site_for(&code, Reads::Nothing), (0, false));
+    }
+
+    #[test]
+    fn a_probe_reading_only_rdi_crosses_writes_to_other_arguments() {
+        // enif_alloc-like: mov rdx,rdi; mov rsi,[rip+x]; push rbx
+        let code = [
+            0x48, 0x89, 0xfa, 0x48, 0x8b, 0x35, 0x00, 0x00, 0x00, 0x00, 0x53, 0xc3,
+        ];
+        assert_eq!(site_for(&code, Reads::Args(1)), (10, true));
+        assert_eq!(site_for(&code, Reads::Args(2)), (0, false));
+    }
+
+    #[test]
+    fn timing_probes_cross_memory_reads_and_register_moves() {
+        // mov rax,[rdi]; lea rcx,[rax+1]; push rbx
+        let code = [0x48, 0x8b, 0x07, 0x48, 0x8d, 0x48, 0x01, 0x53, 0xc3];
+        assert_eq!(site_for(&code, Reads::Nothing), (7, true));
+        assert_eq!(site(&code), (0, false));
+    }
+
+    #[test]
+    fn explicit_sites_stay_where_they_are() {
+        assert_eq!(
+            exactly_at(&[0x55, 0xc3]),
+            ProbeSite {
+                offset: 0,
+                emulated: true
+            }
+        );
+        assert_eq!(
+            exactly_at(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55]),
+            ProbeSite {
+                offset: 0,
+                emulated: false
+            }
+        );
     }
 
     #[test]
@@ -196,8 +275,8 @@ mod tests {
 
     #[test]
     fn gives_up_after_a_few_instructions() {
-        // five endbr64 then push: too far
-        let mut code = [0xf3, 0x0f, 0x1e, 0xfa].repeat(5);
+        // nine endbr64 then push: too far
+        let mut code = [0xf3, 0x0f, 0x1e, 0xfa].repeat(9);
         code.push(0x55);
         assert_eq!(site(&code), (0, false));
     }
