@@ -294,18 +294,35 @@ pub struct TargetArgs {
     pub command: Vec<String>,
 }
 
-/// The library path or name and glob of one `--ffi` argument.
+/// The library path or name and the functions of one `--ffi` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FfiSpec {
     pub library: PathBuf,
+    /// The function part as given (`*` when absent), for messages.
     pub glob: String,
+    pub pick: Pick,
+}
+
+/// Which functions of the library an `--ffi` argument names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// Shell-style patterns over symbol names and their demangled forms; brace
+    /// alternatives already expanded (`deflate{,End}` is `deflate` and `deflateEnd`).
+    Globs(Vec<String>),
+    /// `LIB:0xOFFSET`: a function with no symbol, at this file offset.
+    FileOffset(u64),
+    /// `LIB:SYMBOL+0xOFFSET`: this many bytes into a function named exactly so.
+    SymbolOffset { symbol: String, offset: u64 },
 }
 
 impl FfiSpec {
-    /// Splits `LIB[:GLOB]` at the last colon; a missing or empty GLOB means every function.
+    /// Splits `LIB[:GLOB]` at the first colon that is not part of a `::` (so demangled
+    /// Rust and C++ globs such as `libx.so:*my_crate::parse*` work); a missing or empty
+    /// GLOB means every function. GLOB may also be `0xOFFSET` (a file offset) or
+    /// `SYMBOL+0xOFFSET`.
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let (library, glob) = match spec.rsplit_once(':') {
-            Some((lib, glob)) => (lib, glob),
+        let (library, glob) = match single_colon(spec) {
+            Some(at) => (&spec[..at], &spec[at + 1..]),
             None => (spec, ""),
         };
         if library.is_empty() {
@@ -314,11 +331,84 @@ impl FfiSpec {
             ));
         }
         let glob = if glob.is_empty() { "*" } else { glob };
+        let bad_offset = |what: &str| {
+            format!(
+                "--ffi {spec:?}: {what:?} is not a hex offset; expected LIB:0xOFFSET (file offset) or LIB:SYMBOL+0xOFFSET"
+            )
+        };
+        let pick = if let Some(hex) = glob.strip_prefix("0x") {
+            Pick::FileOffset(u64::from_str_radix(hex, 16).map_err(|_| bad_offset(glob))?)
+        } else if let Some((symbol, hex)) = glob.rsplit_once("+0x") {
+            if symbol.is_empty() {
+                return Err(bad_offset(glob));
+            }
+            Pick::SymbolOffset {
+                symbol: symbol.to_owned(),
+                offset: u64::from_str_radix(hex, 16).map_err(|_| bad_offset(hex))?,
+            }
+        } else {
+            Pick::Globs(expand_braces(glob)?)
+        };
         Ok(Self {
             library: PathBuf::from(library),
             glob: glob.to_owned(),
+            pick,
         })
     }
+}
+
+/// The index of the first `:` that is neither preceded nor followed by another `:`.
+fn single_colon(spec: &str) -> Option<usize> {
+    let bytes = spec.as_bytes();
+    (0..bytes.len()).find(|&i| {
+        bytes[i] == b':'
+            && (i == 0 || bytes[i - 1] != b':')
+            && bytes.get(i + 1).is_none_or(|&b| b != b':')
+    })
+}
+
+/// Expands shell brace alternatives, empty ones included: `deflate{,Init2_,End}` is
+/// `deflate`, `deflateInit2_` and `deflateEnd`; nested and repeated groups work.
+pub fn expand_braces(glob: &str) -> Result<Vec<String>, String> {
+    let Some(open) = glob.find('{') else {
+        if glob.contains('}') {
+            return Err(format!("invalid function glob {glob:?}: unmatched '}}'"));
+        }
+        return Ok(vec![glob.to_owned()]);
+    };
+    let mut depth = 0;
+    let mut close = None;
+    let mut commas = Vec::new();
+    for (i, c) in glob.char_indices().skip_while(|&(i, _)| i < open) {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(i);
+                    break;
+                }
+            }
+            ',' if depth == 1 => commas.push(i),
+            _ => {}
+        }
+    }
+    let close = close.ok_or_else(|| format!("invalid function glob {glob:?}: unmatched '{{'"))?;
+    let (prefix, suffix) = (&glob[..open], &glob[close + 1..]);
+    let mut starts = vec![open + 1];
+    starts.extend(commas.iter().map(|c| c + 1));
+    let mut ends = commas.clone();
+    ends.push(close);
+    let mut out = Vec::new();
+    for (start, end) in starts.into_iter().zip(ends) {
+        let alternative = format!("{prefix}{}{suffix}", &glob[start..end]);
+        for expanded in expand_braces(&alternative)? {
+            if !out.contains(&expanded) {
+                out.push(expanded);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Parses a positive byte count such as `4096`, `64K` or `1M`.
@@ -415,8 +505,50 @@ mod tests {
         let spec = FfiSpec::parse("libz.so.1:deflate*").expect("valid");
         assert_eq!(spec.library, PathBuf::from("libz.so.1"));
         assert_eq!(spec.glob, "deflate*");
+        assert_eq!(spec.pick, Pick::Globs(vec!["deflate*".into()]));
         assert_eq!(FfiSpec::parse("libz").expect("valid").glob, "*");
         assert_eq!(FfiSpec::parse("/a/b.so:").expect("valid").glob, "*");
         assert!(FfiSpec::parse(":foo").is_err());
+    }
+
+    #[test]
+    fn demangled_globs_keep_their_double_colons() {
+        let spec = FfiSpec::parse("libx.so:*my_crate::module::*").expect("valid");
+        assert_eq!(spec.library, PathBuf::from("libx.so"));
+        assert_eq!(spec.pick, Pick::Globs(vec!["*my_crate::module::*".into()]));
+        let cpp = FfiSpec::parse("./libfoo.so:ns::Class::method").expect("valid");
+        assert_eq!(cpp.library, PathBuf::from("./libfoo.so"));
+        assert_eq!(cpp.glob, "ns::Class::method");
+    }
+
+    #[test]
+    fn offsets() {
+        let spec = FfiSpec::parse("libx.so:0x1a2b").expect("valid");
+        assert_eq!(spec.pick, Pick::FileOffset(0x1a2b));
+        let spec = FfiSpec::parse("libx.so:xl_add+0x10").expect("valid");
+        assert_eq!(
+            spec.pick,
+            Pick::SymbolOffset {
+                symbol: "xl_add".into(),
+                offset: 0x10
+            }
+        );
+        assert!(FfiSpec::parse("libx.so:0xzz").is_err());
+        assert!(FfiSpec::parse("libx.so:+0x10").is_err());
+    }
+
+    #[test]
+    fn brace_alternatives_may_be_empty() {
+        assert_eq!(
+            expand_braces("deflate{,Init2_,End}").expect("valid"),
+            vec!["deflate", "deflateInit2_", "deflateEnd"]
+        );
+        assert_eq!(
+            expand_braces("xl_{add,sub{,_many}}").expect("valid"),
+            vec!["xl_add", "xl_sub", "xl_sub_many"]
+        );
+        assert_eq!(expand_braces("a{b,c}{d,}").expect("valid").len(), 4);
+        assert!(expand_braces("x{a,b").is_err());
+        assert!(expand_braces("x}").is_err());
     }
 }

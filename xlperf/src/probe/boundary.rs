@@ -6,16 +6,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use globset::GlobBuilder;
+use globset::{GlobBuilder, GlobSetBuilder};
 
 use super::{
     ProbeError,
     beam::entry::NifFunction,
-    elf::ElfImage,
+    elf::{self, ElfImage, Function},
     library::{self, Scope},
     prologue::{self, ProbeSite},
 };
-use crate::cli::FfiSpec;
+use crate::cli::{FfiSpec, Pick};
 
 /// One traced function.
 #[derive(Debug, Clone)]
@@ -49,6 +49,7 @@ impl Boundary {
 #[derive(Debug, Default)]
 pub struct BoundaryTable {
     boundaries: Vec<Boundary>,
+    /// By (file, file offset of the probe's function or explicit site).
     by_site: HashMap<(PathBuf, u64), u32>,
     /// NIFs by (library, Erlang name): the same NIF in two processes is one boundary.
     by_nif: HashMap<(PathBuf, String), u32>,
@@ -80,59 +81,25 @@ impl BoundaryTable {
 
     /// Adds the functions of `spec` as seen from `scope`, returning their ids.
     pub fn add(&mut self, spec: &FfiSpec, scope: &Scope<'_>) -> Result<Vec<u32>, ProbeError> {
-        let matcher = GlobBuilder::new(&spec.glob)
-            .literal_separator(false)
-            .build()
-            .map_err(|e| ProbeError::BadGlob {
-                glob: spec.glob.clone(),
-                reason: e.kind().to_string(),
-            })?
-            .compile_matcher();
         let path = library::resolve(&spec.library, scope)?;
-        let image = ElfImage::read(&path)?;
+        self.add_file(spec, &path)
+    }
 
+    /// Adds the functions of `spec` in the file at `path`, returning their ids.
+    pub fn add_file(&mut self, spec: &FfiSpec, path: &Path) -> Result<Vec<u32>, ProbeError> {
+        let image = ElfImage::read(path)?;
+        let path = path.to_path_buf();
         let mut ids = Vec::new();
-        let mut ifuncs = Vec::new();
-        for function in &image.functions {
-            let Some(name) = function.names.iter().find(|n| matcher.is_match(n.as_str())) else {
-                continue;
-            };
-            if function.ifunc {
-                ifuncs.push(name.clone());
-                continue;
-            }
-            let key = (path.clone(), function.vaddr);
+        for (name, file_offset, site) in select(spec, &path, &image)? {
+            let key = (path.clone(), file_offset);
             let id = match self.by_site.get(&key) {
                 Some(&id) => id,
-                None => {
-                    let site = prologue::choose(image.code(function, prologue::CODE_WINDOW));
-                    self.push(&path, name, function.file_offset, site, None)
-                }
+                None => self.push(&path, &name, file_offset, site, None),
             };
             self.by_site.insert(key, id);
-            ids.push(id);
-        }
-        if ids.is_empty() {
-            return Err(if ifuncs.is_empty() {
-                ProbeError::NoMatchingFunction {
-                    path,
-                    glob: spec.glob.clone(),
-                    count: image.functions.len(),
-                }
-            } else {
-                ProbeError::OnlyIfunc {
-                    path,
-                    names: ifuncs.join(", "),
-                }
-            });
-        }
-        if !ifuncs.is_empty() {
-            log::warn!(
-                "skipping {} IFUNC resolver(s) in {} ({}): they run once at load time",
-                ifuncs.len(),
-                path.display(),
-                ifuncs.join(", ")
-            );
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
         }
         Ok(ids)
     }
@@ -147,7 +114,11 @@ impl BoundaryTable {
         image: &ElfImage,
     ) -> u32 {
         let file_offset = image.file_offset(vaddr).unwrap_or(0);
-        let site = prologue::choose(image.bytes_at(file_offset, prologue::CODE_WINDOW));
+        // Fallback NIF probes only time the call.
+        let site = prologue::choose(
+            image.bytes_at(file_offset, prologue::CODE_WINDOW),
+            prologue::Reads::Nothing,
+        );
         self.add_nif_at(library, nif, file_offset, site)
     }
 
@@ -200,6 +171,156 @@ impl BoundaryTable {
     }
 }
 
+/// The functions of `image` that `spec` names, as (name shown, file offset, probe site).
+/// Errors when it names none.
+pub fn select(
+    spec: &FfiSpec,
+    path: &Path,
+    image: &ElfImage,
+) -> Result<Vec<(String, u64, ProbeSite)>, ProbeError> {
+    match &spec.pick {
+        Pick::FileOffset(offset) => {
+            let code = image.bytes_at(*offset, prologue::CODE_WINDOW);
+            if code.is_empty() {
+                return Err(ProbeError::BadOffset {
+                    path: path.to_owned(),
+                    what: format!("{offset:#x}"),
+                    why: "it is past the end of the file".into(),
+                });
+            }
+            // An explicit site is probed exactly there: the user chose the instruction.
+            let name = image.function_at_offset(*offset).map_or_else(
+                || format!("{offset:#x}"),
+                |(f, into)| {
+                    if into == 0 {
+                        display_name(f)
+                    } else {
+                        format!("{}+{into:#x}", display_name(f))
+                    }
+                },
+            );
+            Ok(vec![(name, *offset, prologue::exactly_at(code))])
+        }
+        Pick::SymbolOffset { symbol, offset } => {
+            let function = image
+                .functions
+                .iter()
+                .find(|f| {
+                    f.names
+                        .iter()
+                        .any(|n| n == symbol || elf::demangle(n).as_deref() == Some(symbol))
+                })
+                .ok_or_else(|| ProbeError::NoMatchingFunction {
+                    path: path.to_owned(),
+                    glob: symbol.clone(),
+                    count: image.functions.len(),
+                })?;
+            if *offset >= function.size.max(1) {
+                return Err(ProbeError::BadOffset {
+                    path: path.to_owned(),
+                    what: format!("{symbol}+{offset:#x}"),
+                    why: format!("{symbol} is only {} bytes long", function.size),
+                });
+            }
+            let at = function.file_offset + offset;
+            let code = image.bytes_at(at, prologue::CODE_WINDOW);
+            Ok(vec![(
+                format!("{symbol}+{offset:#x}"),
+                at,
+                prologue::exactly_at(code),
+            )])
+        }
+        Pick::Globs(globs) => {
+            let mut builder = GlobSetBuilder::new();
+            for glob in globs {
+                builder.add(
+                    GlobBuilder::new(glob)
+                        .literal_separator(false)
+                        .build()
+                        .map_err(|e| ProbeError::BadGlob {
+                            glob: spec.glob.clone(),
+                            reason: e.kind().to_string(),
+                        })?,
+                );
+            }
+            let matcher = builder.build().map_err(|e| ProbeError::BadGlob {
+                glob: spec.glob.clone(),
+                reason: e.kind().to_string(),
+            })?;
+            // Mangled symbols contain their identifiers, so most globs match them as
+            // they are; a glob with a path separator is meant for demangled names.
+            let demangled = globs.iter().any(|g| g.contains("::"));
+            let mut found = Vec::new();
+            let mut ifuncs = Vec::new();
+            for function in &image.functions {
+                // Shown under the name that matched (of several aliases), demangled when
+                // it is a mangled one.
+                let matched = function
+                    .names
+                    .iter()
+                    .find(|n| matcher.is_match(n.as_str()))
+                    .map(|n| elf::demangle(n).unwrap_or_else(|| n.clone()))
+                    .or_else(|| {
+                        demangled
+                            .then(|| {
+                                function
+                                    .names
+                                    .iter()
+                                    .filter_map(|n| elf::demangle(n))
+                                    .find(|n| matcher.is_match(n.as_str()))
+                            })
+                            .flatten()
+                    });
+                let Some(name) = matched else {
+                    continue;
+                };
+                if function.ifunc {
+                    ifuncs.push(name);
+                    continue;
+                }
+                let site = prologue::choose(
+                    image.code(function, prologue::CODE_WINDOW),
+                    prologue::Reads::Nothing,
+                );
+                found.push((name, function.file_offset, site));
+            }
+            if found.is_empty() {
+                return Err(if ifuncs.is_empty() {
+                    ProbeError::NoMatchingFunction {
+                        path: path.to_owned(),
+                        glob: spec.glob.clone(),
+                        count: image.functions.len(),
+                    }
+                } else {
+                    ProbeError::OnlyIfunc {
+                        path: path.to_owned(),
+                        names: ifuncs.join(", "),
+                    }
+                });
+            }
+            if !ifuncs.is_empty() {
+                log::warn!(
+                    "skipping {} IFUNC resolver(s) in {} ({}): they run once at load time",
+                    ifuncs.len(),
+                    path.display(),
+                    ifuncs.join(", ")
+                );
+            }
+            Ok(found)
+        }
+    }
+}
+
+/// A function as its language names it: demangled (Rust without its hash) when its
+/// symbol is mangled, else its first symbol name.
+fn display_name(function: &Function) -> String {
+    function
+        .names
+        .first()
+        .map(|n| elf::demangle(n).unwrap_or_else(|| n.clone()))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +338,31 @@ mod tests {
         assert_eq!(b.function, "getpid");
         assert!(b.library_name().starts_with("libc"));
         assert!(table.get(0).is_none() && table.get(2).is_none());
+    }
+
+    #[test]
+    fn brace_alternatives_and_offsets() {
+        let mut table = BoundaryTable::default();
+        let scope = Scope::Pid(std::process::id());
+        let spec = FfiSpec::parse("libc.so.6:getpid{,x}").expect("spec");
+        let ids = table.add(&spec, &scope).expect("getpid");
+        assert_eq!(ids.len(), 1);
+        let getpid = table.get(ids[0]).expect("boundary").clone();
+        let at = format!("libc.so.6:{:#x}", getpid.file_offset);
+        let ids = table
+            .add(&FfiSpec::parse(&at).expect("spec"), &scope)
+            .expect("by offset");
+        assert_eq!(ids, vec![getpid.id], "the same site is the same boundary");
+        let inside = FfiSpec::parse("libc.so.6:getpid+0x1").expect("spec");
+        let ids = table.add(&inside, &scope).expect("symbol+offset");
+        let b = table.get(ids[0]).expect("boundary");
+        assert_eq!(b.function, "getpid+0x1");
+        assert_eq!(b.file_offset, getpid.file_offset + 1);
+        let past = FfiSpec::parse("libc.so.6:getpid+0x100000").expect("spec");
+        assert!(matches!(
+            table.add(&past, &scope),
+            Err(ProbeError::BadOffset { .. })
+        ));
     }
 
     #[test]

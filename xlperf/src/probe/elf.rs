@@ -101,6 +101,14 @@ impl ElfImage {
             .find(|f| vaddr >= f.vaddr && vaddr - f.vaddr < f.size.max(1))
     }
 
+    /// The function whose code holds file offset `offset`, and how far into it.
+    pub fn function_at_offset(&self, offset: u64) -> Option<(&Function, u64)> {
+        self.functions.iter().find_map(|f| {
+            let into = offset.checked_sub(f.file_offset)?;
+            (into < f.size.max(1)).then_some((f, into))
+        })
+    }
+
     /// The file offset holding the byte at `vaddr`.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
         file_offset(&self.segments, vaddr)
@@ -174,6 +182,20 @@ fn functions(data: &[u8]) -> Result<(Vec<Function>, Segments), String> {
     Ok((by_addr.into_values().collect(), segments))
 }
 
+/// A mangled symbol as its language writes it: Rust (legacy and v0) without the hash
+/// (`my_crate::module::parse`), else C++ (Itanium, with parameters); None for names
+/// that are not mangled. Done on demand: demangling every symbol of a large binary
+/// (beam.smp has thousands of C++ ones) costs more than reading it.
+pub fn demangle(symbol: &str) -> Option<String> {
+    if let Ok(rust) = rustc_demangle::try_demangle(symbol) {
+        return Some(format!("{rust:#}"));
+    }
+    if !symbol.starts_with("_Z") {
+        return None;
+    }
+    cpp_demangle::Symbol::new(symbol).ok()?.demangle().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +210,19 @@ mod tests {
             .expect("main is a function of the test binary");
         assert!(main.size > 0);
         assert!(!image.code(main, 16).is_empty());
+    }
+
+    #[test]
+    fn rust_and_cpp_names_are_demangled() {
+        assert_eq!(
+            demangle("_ZN8my_crate6module5parse17h0123456789abcdefE").as_deref(),
+            Some("my_crate::module::parse")
+        );
+        assert_eq!(
+            demangle("_ZN2ns5Klass6methodEi").as_deref(),
+            Some("ns::Klass::method(int)")
+        );
+        assert_eq!(demangle("deflate"), None);
     }
 
     #[test]

@@ -10,12 +10,21 @@ pub mod library;
 pub mod links;
 pub mod loader;
 pub mod maps;
+pub mod pending;
 pub mod prologue;
 pub mod target;
 pub mod tracefs;
 pub mod tracepoints;
 
 use std::path::PathBuf;
+
+fn similar_hint(similar: &[String]) -> String {
+    if similar.is_empty() {
+        " (nothing it maps has a similar name: it may have the code linked in statically)".into()
+    } else {
+        format!(" (it maps {})", similar.join(", "))
+    }
+}
 
 /// Everything that can go wrong between a command line and attached probes. Each message
 /// is one line that says what is wrong and how to fix it.
@@ -27,6 +36,20 @@ pub enum ProbeError {
         "library {library:?} not found in {looked_in}; pass its path instead, e.g. --ffi /usr/lib/x86_64-linux-gnu/{library}"
     )]
     LibraryNotFound { library: String, looked_in: String },
+    #[error(
+        "pid {pid} ({comm}) does not map {library}{}; trace a file it maps (see /proc/{pid}/maps or `xlperf list -p {pid}`), its executable by name, or give a path",
+        similar_hint(similar)
+    )]
+    NotMapped {
+        pid: u32,
+        library: String,
+        comm: String,
+        similar: Vec<String>,
+    },
+    #[error(
+        "pid {pid} ({comm}) is a kernel thread: it runs no user code to trace; pick a user process (`ps -e`)"
+    )]
+    KernelThread { pid: u32, comm: String },
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -45,6 +68,14 @@ pub enum ProbeError {
         path: PathBuf,
         glob: String,
         count: usize,
+    },
+    #[error(
+        "{path}: cannot probe {what}: {why}; give a file offset inside a function (`objdump -d` shows them) or SYMBOL+0xOFFSET"
+    )]
+    BadOffset {
+        path: PathBuf,
+        what: String,
+        why: String,
     },
     #[error(
         "{path}: {names} only resolve(s) to an IFUNC resolver, which runs once at load time; trace the implementation it selects instead (e.g. __memcpy_avx_unaligned_erms)"

@@ -21,6 +21,35 @@ pub fn check_pid(pid: u32) -> Result<NonZeroU32, ProbeError> {
         .ok_or(ProbeError::NoSuchProcess { pid })
 }
 
+/// Checks that `pid` is a live user process, one that runs code of its own: not a kernel
+/// thread such as kthreadd (pid 2), whose "libraries" would come from somewhere else.
+pub fn check_target(pid: u32) -> Result<NonZeroU32, ProbeError> {
+    let nonzero = check_pid(pid)?;
+    if is_kernel_thread(pid) {
+        return Err(ProbeError::KernelThread {
+            pid,
+            comm: comm(pid),
+        });
+    }
+    Ok(nonzero)
+}
+
+/// PF_KTHREAD in the flags of /proc/PID/stat (the 9th field, after the parenthesised
+/// command name, which may itself hold spaces and parentheses).
+fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    rest.split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// The command name of a process, or `?` once it is gone.
 pub fn comm(pid: u32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -176,8 +205,12 @@ impl Suspended {
             return Some(status);
         }
         self.gate = None;
-        // SAFETY: signals our own, not yet reaped child.
-        unsafe { libc::kill(self.raw_pid(), libc::SIGTERM) };
+        // SAFETY: signals our own, not yet reaped child. SIGCONT: a child stopped by the
+        // dynamic-linker probe must run to handle the SIGTERM.
+        unsafe {
+            libc::kill(self.raw_pid(), libc::SIGTERM);
+            libc::kill(self.raw_pid(), libc::SIGCONT);
+        }
         for _ in 0..100 {
             if let Some(status) = self.try_wait() {
                 return Some(status);
@@ -261,6 +294,11 @@ mod tests {
             Err(ProbeError::CommandNotFound { .. })
         ));
         assert!(check_pid(std::process::id()).is_ok());
+        assert!(check_target(std::process::id()).is_ok());
+        assert!(matches!(
+            check_target(2),
+            Err(ProbeError::KernelThread { .. } | ProbeError::NoSuchProcess { .. })
+        ));
         assert!(check_pid(0).is_err());
         assert!(check_pid(u32::MAX).is_err());
     }

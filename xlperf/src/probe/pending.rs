@@ -1,0 +1,176 @@
+//! `--ffi` libraries a command has not mapped yet, attached the moment it maps them.
+//!
+//! A library named by its file name is attached only once the process maps a file of
+//! that name: what it really runs (its RUNPATH, `LD_LIBRARY_PATH`, a bundled copy, a
+//! module it `dlopen`s), never a look-alike from the linker cache that it never loads.
+//! While any is missing, a probe on the dynamic linker's `_dl_debug_state` stops the
+//! process each time it has mapped libraries, before their code runs (see
+//! `xlperf_common::rtld`); xlperf attaches to what is new and lets it go on. No call is
+//! missed, and a library never mapped is reported as such, not as "nothing was called".
+
+use std::{
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::HashMap as BpfHashMap,
+    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+};
+
+use super::{
+    ProbeError, boundary::BoundaryTable, elf::ElfImage, library, links::Links, maps, prologue,
+};
+use crate::cli::FfiSpec;
+
+/// The dynamic linker most x86-64 programs name as their interpreter.
+const DEFAULT_INTERPRETER: &str = "/lib64/ld-linux-x86-64.so.2";
+const DEBUG_STATE: &str = "_dl_debug_state";
+pub const RTLD_DEBUG_STATE: &str = "rtld_debug_state";
+const RTLD_WATCH: &str = "RTLD_WATCH";
+
+/// Specs of one process waiting for their library.
+#[derive(Debug)]
+pub struct Pending {
+    pid: u32,
+    waiting: Vec<FfiSpec>,
+}
+
+/// A spec whose library the process now maps: its file and the boundaries added for it.
+#[derive(Debug)]
+pub struct Resolved {
+    pub spec: FfiSpec,
+    pub path: PathBuf,
+    pub ids: Vec<u32>,
+}
+
+impl Pending {
+    pub fn new(pid: u32, waiting: Vec<FfiSpec>) -> Self {
+        Self { pid, waiting }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The library names still not mapped.
+    pub fn names(&self) -> Vec<String> {
+        self.waiting
+            .iter()
+            .map(|s| s.library.display().to_string())
+            .collect()
+    }
+
+    /// Adds to `table` the functions of every waiting library the process maps now.
+    /// A mapped library none of whose functions match is an error for that spec alone:
+    /// it is returned with the others' results and no longer waited for.
+    pub fn resolve(
+        &mut self,
+        table: &mut BoundaryTable,
+    ) -> (Vec<Resolved>, Vec<(FfiSpec, ProbeError)>) {
+        let Ok(mappings) = maps::read(self.pid) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut resolved = Vec::new();
+        let mut failed = Vec::new();
+        let mut still = Vec::new();
+        for spec in self.waiting.drain(..) {
+            let name = spec.library.to_string_lossy().into_owned();
+            let found = mappings
+                .iter()
+                .filter_map(|m| m.path.as_deref())
+                .find(|p| library::name_matches(p.rsplit('/').next().unwrap_or(p), &name));
+            let Some(path) = found else {
+                still.push(spec);
+                continue;
+            };
+            let path = maps::host_path(self.pid, path);
+            match table.add_file(&spec, &path) {
+                Ok(ids) => resolved.push(Resolved { spec, path, ids }),
+                Err(e) => failed.push((spec, e)),
+            }
+        }
+        self.waiting = still;
+        (resolved, failed)
+    }
+}
+
+/// The dynamic linker `program` will run under: its PT_INTERP, or the usual one for a
+/// script (whose interpreter's own interpreter it will be).
+pub fn interpreter(program: &Path) -> PathBuf {
+    let from_elf = std::fs::read(program).ok().and_then(|data| {
+        use object::{Object as _, ObjectSection as _};
+        let file = object::File::parse(&*data).ok()?;
+        let interp = file.section_by_name(".interp")?.data().ok()?;
+        let text = std::str::from_utf8(interp).ok()?.trim_end_matches('\0');
+        Some(PathBuf::from(text))
+    });
+    let path = from_elf.unwrap_or_else(|| PathBuf::from(DEFAULT_INTERPRETER));
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
+/// Attaches the `_dl_debug_state` probe of `ld_so` for process `pid`, and lists the pid
+/// as waiting (its map changes stop it until [`resume`]).
+pub fn watch(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    pid: NonZeroU32,
+    ld_so: &Path,
+) -> Result<(), ProbeError> {
+    let image = ElfImage::read(ld_so)?;
+    let function = image
+        .function(DEBUG_STATE)
+        .ok_or_else(|| ProbeError::NoMatchingFunction {
+            path: ld_so.to_owned(),
+            glob: DEBUG_STATE.into(),
+            count: image.functions.len(),
+        })?;
+    let site = prologue::choose(
+        image.code(function, prologue::CODE_WINDOW),
+        prologue::Reads::Nothing,
+    );
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(function.file_offset + site.offset),
+        cookie: None,
+    };
+    links.attach(
+        ebpf,
+        RTLD_DEBUG_STATE,
+        point,
+        ld_so,
+        UProbeScope::OneProcess(pid),
+        || format!("{DEBUG_STATE} in {}", ld_so.display()),
+    )?;
+    set_watched(ebpf, pid.get(), true)
+}
+
+/// Lists or unlists `pid` as waiting for libraries: an unlisted process is never stopped.
+pub fn set_watched(ebpf: &mut Ebpf, pid: u32, on: bool) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut(RTLD_WATCH)
+        .ok_or(ProbeError::MissingMap { name: RTLD_WATCH })?;
+    let mut watch = BpfHashMap::<_, u32, u32>::try_from(map).map_err(|source| ProbeError::Map {
+        what: "opening the library-watch map".into(),
+        source,
+    })?;
+    let result = if on {
+        watch.insert(pid, 1, 0)
+    } else {
+        watch.remove(&pid)
+    };
+    result.map_err(|source| ProbeError::Map {
+        what: format!("updating the library-watch entry of pid {pid}"),
+        source,
+    })
+}
+
+/// Lets a process the `_dl_debug_state` probe stopped run again.
+pub fn resume(pid: u32) {
+    // SAFETY: kill with a valid signal number only sends a signal.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+}
