@@ -181,7 +181,7 @@ impl BeamInvocation {
 
 /// `erl -noshell -pa DIR -s beam_driver main ARGS...` with XL_NIF_SO (and XL_RNIF_SO,
 /// building the Rustler crate, when ARGS name the rustler mode; XL_ALLOC_NIF_SO when
-/// they name the alloc mode).
+/// they name the alloc or work mode).
 pub fn erl_invocation(w: &BeamWorkloads, args: &[&str]) -> BeamInvocation {
     let mut full: Vec<String> = ["-noshell", "-pa", crate::s(&w.dir), "-s", "beam_driver"]
         .map(String::from)
@@ -189,7 +189,7 @@ pub fn erl_invocation(w: &BeamWorkloads, args: &[&str]) -> BeamInvocation {
     full.push("main".into());
     full.extend(args.iter().map(|a| a.to_string()));
     let mut env = nif_env(&w.nif_so, args);
-    if args.contains(&"alloc") {
+    if args.contains(&"alloc") || args.contains(&"work") {
         env.push(("XL_ALLOC_NIF_SO".to_string(), load_path(&w.alloc_nif_so)));
     }
     BeamInvocation {

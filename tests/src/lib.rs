@@ -65,13 +65,19 @@ pub(crate) fn run_ok(cmd: &mut Command) {
     );
 }
 
-/// The C workloads: libxlcalc.so, c_driver, early, threads, dl_driver.
+/// The C workloads: libxlcalc.so, c_driver, early, threads, dl_driver; libxlleaf.so
+/// and leaf_driver (the same work behind an emulated and a single-stepped probe site);
+/// libxlhidden.so and a stripped copy (a function with no symbol).
 pub struct CWorkloads {
     pub lib: PathBuf,
     pub driver: PathBuf,
     pub early: PathBuf,
     pub threads: PathBuf,
     pub dl_driver: PathBuf,
+    pub leaf_lib: PathBuf,
+    pub leaf_driver: PathBuf,
+    pub hidden_lib: PathBuf,
+    pub hidden_stripped: PathBuf,
 }
 
 pub fn c_workloads() -> &'static CWorkloads {
@@ -110,12 +116,47 @@ pub fn c_workloads() -> &'static CWorkloads {
                 .arg(c.join("dl_driver.c"))
                 .arg("-ldl"),
         );
+        let leaf_lib = dir.join("libxlleaf.so");
+        run_ok(
+            Command::new("gcc")
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(&leaf_lib)
+                .arg(c.join("xl_leaf.S")),
+        );
+        let leaf_driver = dir.join("leaf_driver");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(&leaf_driver)
+                .arg(c.join("leaf_driver.c"))
+                .arg(format!("-L{}", dir.display()))
+                .arg("-lxlleaf")
+                .arg(format!("-Wl,-rpath,{}", dir.display())),
+        );
+        let hidden_lib = dir.join("libxlhidden.so");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-shared", "-fPIC", "-o"])
+                .arg(&hidden_lib)
+                .arg(c.join("xl_hidden.c")),
+        );
+        let hidden_stripped = dir.join("libxlhidden-stripped.so");
+        run_ok(
+            Command::new("strip")
+                .args(["--strip-all", "-o"])
+                .arg(&hidden_stripped)
+                .arg(&hidden_lib),
+        );
         CWorkloads {
             lib,
             driver,
             early,
             threads,
             dl_driver,
+            leaf_lib,
+            leaf_driver,
+            hidden_lib,
+            hidden_stripped,
         }
     })
 }

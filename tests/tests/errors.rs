@@ -65,10 +65,15 @@ fn missing_library() {
     fails_with(
         &["record", "-p", &pid, "--ffi", "libxlperf-missing:foo"],
         &[
-            "library \"libxlperf-missing\" not found",
             &format!("pid {pid}"),
-            "pass its path",
+            "does not map libxlperf-missing",
+            "or give a path",
         ],
+    );
+    // --all has only the linker cache to look in.
+    fails_with(
+        &["record", "--all", "--ffi", "libxlperf-missing:foo"],
+        &["library \"libxlperf-missing\" not found", "linker cache"],
     );
     fails_with(
         &["record", "--ffi", "/no/such/lib.so", "--", "true"],

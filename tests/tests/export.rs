@@ -148,8 +148,8 @@ fn every_format_shows_the_recorded_calls_and_their_nesting() {
     assert_eq!(
         stacks,
         [
-            "alloc_driver;libxlalloc.so:xl_alloc_outer",
-            "alloc_driver;libxlalloc.so:xl_alloc_outer;libxlalloc.so:xl_alloc_blocks"
+            "alloc_driver;xl_alloc_outer [libxlalloc.so]",
+            "alloc_driver;xl_alloc_outer [libxlalloc.so];xl_alloc_blocks [libxlalloc.so]"
         ],
         "{folded}"
     );

@@ -3,15 +3,13 @@
 use std::{fs, path::Path};
 
 use aya::{
-    maps::{MapType, RingBuf},
+    maps::MapType,
     programs::ProgramType,
     sys::{is_map_supported, is_program_supported},
 };
-use xlperf_common::CALIBRATION_BOUNDARY;
 
 use crate::{
     cli::NifMode,
-    event::ring,
     privileges,
     probe::{
         beam::{
@@ -19,9 +17,7 @@ use crate::{
             tracing::{Mode, NifTracing},
         },
         boundary::BoundaryTable,
-        calibrate,
-        loader::{self, CALL_RECORDS},
-        target, tracefs, tracepoints,
+        calibrate, loader, target, tracefs, tracepoints,
     },
     report::table::human_ns,
 };
@@ -141,7 +137,7 @@ pub fn run(pid: Option<u32>) -> bool {
 
 /// What runs in `pid` and how xlperf would trace it.
 fn process_lines(pid: u32) -> Vec<Line> {
-    if let Err(e) = target::check_pid(pid) {
+    if let Err(e) = target::check_target(pid) {
         return vec![line(Verdict::Fail, "process", e.to_string())];
     }
     let mut lines = vec![line(
@@ -236,24 +232,20 @@ fn uprobe_line() -> Line {
     let what = "uprobe+uretprobe";
     let result = (|| -> Result<String, String> {
         let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0).map_err(|e| e.to_string())?;
-        let cost = calibrate::measure(&mut ebpf).map_err(|e| e.to_string())?;
-        let map = ebpf
-            .take_map(CALL_RECORDS)
-            .ok_or("ring buffer map missing")?;
-        let mut records = RingBuf::try_from(map).map_err(|e| e.to_string())?;
-        let mut seen = 0u64;
-        ring::drain(&mut records, |item| {
-            if let ring::Item::Call(r, _) = item {
-                seen += u64::from(r.boundary == CALIBRATION_BOUNDARY);
-            }
-        });
-        if seen != cost.probed_calls {
-            return Err(format!("{} calls made, {seen} traced", cost.probed_calls));
+        let mut ring = loader::call_records(&mut ebpf).map_err(|e| e.to_string())?;
+        let calibrated =
+            calibrate::measure(&mut ebpf, &mut ring, false).map_err(|e| e.to_string())?;
+        let (seen, probed) = (calibrated.seen_calls, calibrated.probed_calls);
+        if seen != probed {
+            return Err(format!("{probed} calls made, {seen} traced"));
         }
+        let pair = calibrated.costs.pair;
         Ok(format!(
-            "{seen} of {} calls traced; {} added per traced call",
-            cost.probed_calls,
-            human_ns(cost.per_call_ns)
+            "{seen} of {probed} calls traced; a probe pair adds {} per call at an emulated site, {} at a single-stepped one ({} and {} of it inside the call)",
+            human_ns(pair.emulated.total_ns),
+            human_ns(pair.single_stepped.total_ns),
+            human_ns(pair.emulated.in_call_ns),
+            human_ns(pair.single_stepped.in_call_ns),
         ))
     })();
     match result {

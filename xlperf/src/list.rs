@@ -54,7 +54,7 @@ struct NifListing {
 pub fn run(args: &ListArgs) -> anyhow::Result<()> {
     privileges::check().map_err(|why| anyhow!(why))?;
     let pid = args.pid;
-    target::check_pid(pid)?;
+    target::check_target(pid)?;
     let mut listing = Listing {
         pid,
         comm: target::comm(pid),
@@ -72,9 +72,8 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
         let calls = if args.duration.is_zero() {
             HashMap::new()
         } else {
-            let started = Instant::now();
-            let calls = watch(&mut nif, &mut table, pid, args.duration)?;
-            listing.watched_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let (calls, watched) = watch(&mut nif, &mut table, pid, args.duration)?;
+            listing.watched_ns = u64::try_from(watched.as_nanos()).unwrap_or(u64::MAX);
             calls
         };
         listing.runtime = Some("beam");
@@ -117,19 +116,21 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts NIF calls of `pid` per boundary for `duration`.
+/// Counts NIF calls of `pid` per boundary for `duration`; returns them and how long the
+/// probes really watched (from attached to the last read, not loading or detaching).
 fn watch(
     nif: &mut NifTracing,
     table: &mut BoundaryTable,
     pid: u32,
     duration: std::time::Duration,
-) -> anyhow::Result<HashMap<u32, u64>> {
+) -> anyhow::Result<(HashMap<u32, u64>, std::time::Duration)> {
     let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0)?;
     let mut ring = loader::call_records(&mut ebpf)?;
     let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
     nif.attach(&mut ebpf, table, scope, Some(pid))?;
     let mut calls: HashMap<u32, u64> = HashMap::new();
-    let end = Instant::now() + duration;
+    let started = Instant::now();
+    let end = started + duration;
     let mut batch = Vec::new();
     loop {
         let done = Instant::now() >= end;
@@ -145,11 +146,14 @@ fn watch(
         if done {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(10).min(end - Instant::now()));
+        std::thread::sleep(
+            std::time::Duration::from_millis(10).min(end.saturating_duration_since(Instant::now())),
+        );
     }
+    let watched = started.elapsed();
     drop(std::mem::take(&mut nif.links));
     drop(ebpf);
-    Ok(calls)
+    Ok((calls, watched))
 }
 
 fn mapped_libraries(pid: u32) -> anyhow::Result<Vec<String>> {

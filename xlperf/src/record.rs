@@ -14,7 +14,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 use xlperf_common::{
-    AllocConfig, CALIBRATION_BOUNDARY, CallStack, LiveBlock, LiveKey, NO_BOUNDARY, OffCpuRecord,
+    AllocConfig, CallStack, LiveBlock, LiveKey, NO_BOUNDARY, OffCpuRecord, is_calibration,
 };
 
 use crate::{
@@ -30,11 +30,13 @@ use crate::{
         alloc::AllocTracing,
         attach::{self, Attachment},
         beam::{self, tracing::NifTracing},
-        boundary::BoundaryTable,
-        calibrate,
-        library::Scope,
+        boundary::{self, BoundaryTable},
+        calibrate::{self, ProbeCosts},
+        elf::ElfImage,
+        library::{self, Found, Scope},
         links::Links,
         loader,
+        pending::{self, Pending},
         prologue::ProbeSite,
         target::{self, Suspended},
         tracepoints,
@@ -49,6 +51,9 @@ use crate::{
 
 /// How often the ring buffer is drained: the kernel side never wakes us (see stack.rs).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How often the canary measures the probes' cost again (see `metrics::drift`).
+const CANARY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often fallback-mode NIF tracing looks for newly loaded NIF libraries.
 const NIF_RESCAN_INTERVAL: Duration = Duration::from_millis(200);
@@ -74,8 +79,18 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<()> {
     } else if !args.target.command.is_empty() {
         Targets::Command(args.target.command.clone())
     } else {
-        Targets::Pids(args.target.pids.clone())
+        // `-p X -p X` is one process: tracing it twice would count every call twice.
+        let mut pids = Vec::new();
+        for &pid in &args.target.pids {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        Targets::Pids(pids)
     };
+    if let Some(path) = &args.output {
+        CaptureWriter::check(path)?;
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,10 +113,12 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let mut table = BoundaryTable::default();
     let mut attachments = Vec::new();
     let mut command = None;
+    // Functions of libraries a command has not mapped yet, as far as known now.
+    let mut expected_later = 0;
     match &targets {
         Targets::Pids(pids) => {
             for &pid in pids {
-                let nonzero = target::check_pid(pid)?;
+                let nonzero = target::check_target(pid)?;
                 let ids = add_all(&mut table, specs, &Scope::Pid(pid))?;
                 attachments.push(Attachment::pid(nonzero, ids));
             }
@@ -109,15 +126,16 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         Targets::All => attachments.push(Attachment::all(add_all(&mut table, specs, &Scope::All)?)),
         Targets::Command(argv) => {
             let program = target::find_program(argv.first().map_or("", String::as_str))?;
-            let ids = add_all(&mut table, specs, &Scope::Program(&program))?;
-            command = Some((program, ids));
+            let (ids, waiting, functions) = add_for_command(&mut table, specs, &program)?;
+            expected_later = functions;
+            command = Some((program, ids, waiting));
         }
     }
     let vm = find_vm(
         args,
         specs.is_empty(),
         &targets,
-        command.as_ref().map(|(p, _)| p),
+        command.as_ref().map(|(p, _, _)| p),
     )?;
     let mut nif = match &vm {
         Some(vm) => Some(NifTracing::prepare(vm, args.probes.nif_mode)?),
@@ -133,7 +151,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let alloc = if args.probes.alloc {
         let scope = match (&targets, &command) {
             (Targets::Pids(pids), _) => pids.iter().map(|&p| Scope::Pid(p)).collect(),
-            (_, Some((program, _))) => vec![Scope::Program(program)],
+            (_, Some((program, _, _))) => vec![Scope::Program(program)],
             _ => Vec::new(),
         };
         let mut found = Vec::new();
@@ -149,9 +167,9 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     } else {
         None
     };
-    if table.len() > args.probes.max_functions {
+    if table.len() + expected_later > args.probes.max_functions {
         return Err(ProbeError::TooManyFunctions {
-            count: table.len(),
+            count: table.len() + expected_later,
             max: args.probes.max_functions,
         }
         .into());
@@ -170,31 +188,46 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         },
         args.alloc_sample.unwrap_or(0),
     )?;
-    let cost = calibrate::measure(&mut ebpf)?;
     let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
-    let calibration_seen = records.drain(|r| debug_assert_eq!(r.boundary, CALIBRATION_BOUNDARY));
+    let calibrated = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?;
+    let costs = calibrated.costs;
+    records.drain(|r| debug_assert!(is_calibration(r.boundary)));
     // Counters so far belong to the calibration (a small --ring-size drops some of its
     // records); the recording reports only what happens after this point.
     let calibration = loader::counters(&ebpf)?;
-    if calibration_seen as u64 + calibration.dropped != cost.probed_calls {
+    if calibrated.seen_calls + calibration.dropped != calibrated.probed_calls {
         log::warn!(
-            "probe calibration traced {calibration_seen} of {} calls: this kernel loses uprobe hits",
-            cost.probed_calls
+            "probe calibration traced {} of {} calls: this kernel loses uprobe hits",
+            calibrated.seen_calls,
+            calibrated.probed_calls
         );
     }
+    // The tracepoint programs' cost is measured by the kernel while this is held.
+    let stats = (args.probes.alloc || args.probes.sched)
+        .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
+        .flatten();
 
+    let mut waiting = None;
     let mut child = match (&targets, command) {
-        (Targets::Command(argv), Some((program, ids))) => {
+        (Targets::Command(argv), Some((program, ids, later))) => {
             // With --json, stdout carries only the summary: the command's output goes to stderr.
             let child = Suspended::spawn(&program, argv, args.json)?;
             attachments.push(Attachment::pid(child.pid(), ids));
+            if !later.is_empty() {
+                waiting = Some((pending::interpreter(&program), later));
+            }
             Some(child)
         }
         _ => None,
     };
     let mut links = Links::default();
-    let mut probes = attach::attach_ffi(&mut ebpf, &table, &attachments, &mut links)?;
+    let mut probes = attach::attach_ffi(&mut ebpf, &costs, &table, &attachments, &mut links)?;
+    let mut pending = None;
+    if let (Some((ld_so, later)), Some(child)) = (waiting, child.as_ref()) {
+        pending::watch(&mut ebpf, &mut links, child.pid(), &ld_so)?;
+        pending = Some(Pending::new(child.pid().get(), later));
+    }
     let (before, mut alloc_probes) = (links.len(), 0);
     let target_pids: Vec<u32> = match &targets {
         Targets::Pids(pids) => pids.clone(),
@@ -214,11 +247,12 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         tracepoints::attach_alloc(&mut ebpf, &mut links, args.kmem)?;
         for (tracing, &pid) in alloc.iter().zip(&target_pids) {
             let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
-            alloc_probes += tracing.attach(&mut ebpf, &mut links, scope)?;
+            alloc_probes += tracing.attach(&mut ebpf, &costs, &mut links, scope)?;
         }
     }
     probes += links.len() - before;
     if let Some(nif) = nif.as_mut() {
+        nif.costs = costs;
         match &targets {
             Targets::Pids(pids) => {
                 for &pid in pids {
@@ -259,6 +293,17 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     if table.is_empty() && nif.is_none() {
         what = "no crossings".into();
     }
+    if let Some(pending) = &pending {
+        let later = format!(
+            "{} once the process maps it (it is not loaded yet)",
+            pending.names().join(", ")
+        );
+        what = if table.is_empty() && nif.is_none() {
+            format!("nothing yet: {later}")
+        } else {
+            format!("{what}, and {later}")
+        };
+    }
     if alloc_probes > 0 {
         what.push_str(" and the allocator");
     }
@@ -284,7 +329,8 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         alloc: args.probes.alloc,
         sched: args.probes.sched,
         kmem: args.kmem,
-        probe_cost_ns: cost.per_call_ns,
+        probe_cost_ns: costs.pair.emulated.total_ns,
+        probe_costs: costs,
         long_call_ns: u64::try_from(args.probes.long_nif.as_nanos()).unwrap_or(u64::MAX),
     };
     let writer = match &args.output {
@@ -304,9 +350,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         nif_site,
         nif,
         writer,
+        stopped: Vec::new(),
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut last_rescan = Instant::now();
+    let mut last_canary = Instant::now();
     let mut progress = Progress::new();
     loop {
         let stop = tokio::select! {
@@ -320,8 +368,13 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             () = all_exited(&exits) => true,
         };
         collector.drain(&mut records)?;
+        collector.attach_mapped(&mut ebpf, &mut links, &costs, pending.as_mut(), args)?;
         if stop {
             break;
+        }
+        if last_canary.elapsed() >= CANARY_INTERVAL {
+            last_canary = Instant::now();
+            calibrated.canary.run();
         }
         if last_rescan.elapsed() >= NIF_RESCAN_INTERVAL {
             last_rescan = Instant::now();
@@ -340,6 +393,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     progress.clear();
     // Everything a finished target emitted is already in the ring buffer.
     collector.drain(&mut records)?;
+    collector.attach_mapped(&mut ebpf, &mut links, &costs, pending.as_mut(), args)?;
     let duration = started.elapsed();
     let target_exit_status = child.as_mut().and_then(Suspended::finish);
     collector.drain(&mut records)?;
@@ -355,6 +409,14 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         stack_map_full: counters.stack_map_full,
         ..End::default()
     };
+    let probe = loader::probe_time(&ebpf, &target_pids)?;
+    (end.probe_emulated_ns, end.probe_stepped_ns) = (probe.emulated_ns, probe.stepped_ns);
+    end.tracepoint_ns = stats
+        .as_ref()
+        .map(|_| tracepoints::run_time(&ebpf))
+        .transpose()?;
+    drop(stats);
+    end.never_mapped = pending.as_ref().map(Pending::names).unwrap_or_default();
     let mut live_evicted = 0;
     if args.probes.alloc || args.probes.sched {
         let (threads, inserted, removed) =
@@ -376,6 +438,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     }
     // Detach every probe (about 110 ms each: see links.rs), then free programs and maps.
     drop(links);
+    drop(calibrated.canary);
     if let Some(nif) = collector.nif.as_mut() {
         drop(std::mem::take(&mut nif.links));
     }
@@ -443,6 +506,8 @@ struct Collector {
     nif: Option<NifTracing>,
     /// `-o FILE`.
     writer: Option<CaptureWriter>,
+    /// Processes the dynamic-linker probe stopped, waiting for us to attach and resume them.
+    stopped: Vec<u32>,
 }
 
 impl Collector {
@@ -453,6 +518,7 @@ impl Collector {
         records.drain_items(|item| match item {
             Item::Call(record, cost) => calls.push(CallEvent { record, cost }),
             Item::OffCpu(off) => off_cpu.push(off),
+            Item::MapChange(change) => self.stopped.push(change.pid),
         });
         if let Some(nif) = self.nif.as_mut() {
             nif.name_batch(&mut calls, &mut self.table, |event| &mut event.record);
@@ -516,6 +582,74 @@ impl Collector {
         new
     }
 
+    /// Attaches to the libraries a stopped process has just mapped that it was waiting
+    /// for, then lets every stopped process go on (also when attaching failed).
+    fn attach_mapped(
+        &mut self,
+        ebpf: &mut aya::Ebpf,
+        links: &mut Links,
+        costs: &ProbeCosts,
+        pending: Option<&mut Pending>,
+        args: &RecordArgs,
+    ) -> anyhow::Result<()> {
+        if self.stopped.is_empty() {
+            return Ok(());
+        }
+        let mut stopped = std::mem::take(&mut self.stopped);
+        stopped.sort_unstable();
+        stopped.dedup();
+        let result = match pending {
+            Some(pending) => self.attach_pending(ebpf, links, costs, pending, args),
+            None => Ok(()),
+        };
+        for pid in stopped {
+            pending::resume(pid);
+        }
+        result
+    }
+
+    fn attach_pending(
+        &mut self,
+        ebpf: &mut aya::Ebpf,
+        links: &mut Links,
+        costs: &ProbeCosts,
+        pending: &mut Pending,
+        args: &RecordArgs,
+    ) -> anyhow::Result<()> {
+        let pid = pending.pid();
+        let (resolved, failed) = pending.resolve(&mut self.table);
+        for (spec, error) in failed {
+            eprintln!("xlperf: --ffi {}: {error}", spec.library.display());
+        }
+        if self.table.len() > args.probes.max_functions {
+            return Err(ProbeError::TooManyFunctions {
+                count: self.table.len(),
+                max: args.probes.max_functions,
+            }
+            .into());
+        }
+        let nonzero = target::check_pid(pid)?;
+        for found in resolved {
+            attach::attach_ffi(
+                ebpf,
+                costs,
+                &self.table,
+                &[Attachment::pid(nonzero, found.ids.clone())],
+                links,
+            )?;
+            eprintln!(
+                "xlperf: {} is {} (mapped by pid {pid}): {} function(s) traced from now on",
+                found.spec.library.display(),
+                found.path.display(),
+                found.ids.len()
+            );
+        }
+        if pending.is_empty() {
+            pending::set_watched(ebpf, pid, false)?;
+        }
+        Ok(())
+    }
+
     fn rescan(&mut self, ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
         if let Some(nif) = self.nif.as_mut() {
             nif.rescan(ebpf, &mut self.table)
@@ -547,7 +681,7 @@ fn find_vm(
         Targets::Pids(pids) => {
             let mut found: Option<PathBuf> = None;
             for &pid in pids {
-                target::check_pid(pid)?;
+                target::check_target(pid)?;
                 match beam::vm_of_pid(pid)? {
                     Some(vm) => {
                         if found.as_ref().is_some_and(|f| *f != vm) {
@@ -590,6 +724,37 @@ fn find_vm(
             }
         }
     }
+}
+
+/// The boundaries a command gets before it starts (paths, its own executable), and the
+/// specs whose library it must map first, checked now against the file the loader's
+/// search finds when it finds one (their function count is the third value).
+fn add_for_command(
+    table: &mut BoundaryTable,
+    specs: &[FfiSpec],
+    program: &std::path::Path,
+) -> Result<(Vec<u32>, Vec<FfiSpec>, usize), ProbeError> {
+    let scope = Scope::Program(program);
+    let (mut ids, mut later, mut expected_functions) = (Vec::new(), Vec::new(), 0);
+    for spec in specs {
+        match library::find(&spec.library, &scope)? {
+            Found::File(path) => {
+                for id in table.add_file(spec, &path)? {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            Found::Later { expected } => {
+                if let Some(path) = &expected {
+                    expected_functions +=
+                        boundary::select(spec, path, &ElfImage::read(path)?)?.len();
+                }
+                later.push(spec.clone());
+            }
+        }
+    }
+    Ok((ids, later, expected_functions))
 }
 
 fn add_all(

@@ -17,6 +17,9 @@
 %%   alloc K S F M
 %%       xl_alloc_nif:alloc_blocks(K, S, F) M times (K x enif_alloc(S), F of them freed,
 %%       K - F leaked, per call); prints "leaked M*(K-F)"; needs XL_ALLOC_NIF_SO
+%%   work Iters Blocks M
+%%       xl_alloc_nif:work(Iters, Blocks) M times, each timed; prints "median_ns T", the
+%%       median wall time of one call as Erlang sees it; needs XL_ALLOC_NIF_SO
 %%
 %% Protocol: prints "ready", waits for a line ("go") on stdin, does the calls, prints
 %% "sum S" (the sum of the add results; "hashes N" in crypto mode) and "done", halts
@@ -77,14 +80,26 @@ mode(["alloc", K, S, F, M]) ->
         repeat(fun() -> Leaked = xl_alloc_nif:alloc_blocks(int(K), int(S), int(F)) end, int(M)),
         {leaked, Leaked * int(M)}
     end};
+mode(["work", Iters, Blocks, M]) ->
+    {xl_alloc_nif, fun() ->
+        {median_ns, median([timed_work(int(Iters), int(Blocks)) || _ <- lists:seq(1, int(M))])}
+    end};
 mode(["files", N]) ->
     {file, fun() -> {files, read_files(int(N), 0)} end};
 mode(Other) ->
     erlang:error({usage, Other,
                   "[preload] [nowait] crypto N | nif Adds Sleeps SleepMs Dirty DirtyMs Io"
-                  " | rustler Adds Heavy HeavyMs | files N | alloc K S F M"}).
+                  " | rustler Adds Heavy HeavyMs | files N | alloc K S F M"
+                  " | work Iters Blocks M"}).
 
 int(S) -> list_to_integer(S).
+
+timed_work(Iters, Blocks) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    _ = xl_alloc_nif:work(Iters, Blocks),
+    erlang:monotonic_time(nanosecond) - T0.
+
+median(Xs) -> lists:nth(length(Xs) div 2 + 1, lists:sort(Xs)).
 
 %% Loads Module, which runs its on_load (crypto's loads crypto.so), calling nothing else.
 preload(Module) ->

@@ -8,6 +8,11 @@
  *                 F*S, live K-F blocks of S bytes. It allocates nothing else: the
  *                 block array is on the stack, the result a small integer.
  *
+ * work/2         work(Iters, Blocks): a busy loop of Iters steps (a few µs), and Blocks
+ *                 times enif_alloc(64) + enif_free; returns the loop's result. A NIF
+ *                 whose own time is known (the driver times it untraced too), whose
+ *                 allocator calls xlperf's --alloc probes land inside.
+ *
  * Every block is written through a volatile pointer. The leak array is not locked:
  * the driver calls the NIF from one Erlang process, one call at a time. */
 #include <stddef.h>
@@ -46,8 +51,30 @@ XL_NIF xl_alloc_nif_alloc_blocks(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     return enif_make_int(env, k - f);
 }
 
+XL_NIF xl_alloc_nif_work(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    unsigned long iters;
+    int blocks;
+    (void)argc;
+    if (!enif_get_ulong(env, argv[0], &iters) || !enif_get_int(env, argv[1], &blocks) ||
+        blocks < 0)
+        return enif_make_badarg(env);
+    volatile unsigned long x = 1;
+    for (unsigned long i = 0; i < iters; i++)
+        x = x * 6364136223846793005UL + 1442695040888963407UL;
+    for (int i = 0; i < blocks; i++) {
+        volatile unsigned char *v = enif_alloc(64);
+        if (!v)
+            return enif_make_badarg(env);
+        v[0] = 1;
+        enif_free((void *)v);
+    }
+    return enif_make_uint64(env, x);
+}
+
 static ErlNifFunc funcs[] = {
     {"alloc_blocks", 3, xl_alloc_nif_alloc_blocks, 0},
+    {"work", 2, xl_alloc_nif_work, 0},
 };
 
 ERL_NIF_INIT(xl_alloc_nif, funcs, NULL, NULL, NULL, NULL)

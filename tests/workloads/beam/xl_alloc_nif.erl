@@ -2,7 +2,7 @@
 %% Loading the module runs init/0, which loads the NIF library named by the
 %% environment variable XL_ALLOC_NIF_SO (a path without ".so", as erlang:load_nif/2 wants).
 -module(xl_alloc_nif).
--export([alloc_blocks/3]).
+-export([alloc_blocks/3, work/2]).
 -on_load(init/0).
 
 init() ->
@@ -12,3 +12,4 @@ init() ->
     end.
 
 alloc_blocks(_K, _S, _F) -> erlang:nif_error(not_loaded).
+work(_Iters, _Blocks) -> erlang:nif_error(not_loaded).

@@ -26,7 +26,8 @@ use xlperf_common::{CallRecord, Cost, OffCpuRecord};
 use super::model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo};
 
 pub const MAGIC: &[u8; 10] = b"XLPERFCAP\n";
-pub const VERSION: u32 = 1;
+/// 2: call records carry the probe time inside them; META has the calibrated costs.
+pub const VERSION: u32 = 2;
 
 /// Chunk kinds.
 const META: u32 = 1;
@@ -79,6 +80,21 @@ pub struct CaptureWriter {
 }
 
 impl CaptureWriter {
+    /// Checks that `path` can be written, before anything runs (it is created empty
+    /// if missing; an existing file is left as it is until [`Self::create`]).
+    pub fn check(path: &Path) -> Result<(), CaptureError> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(drop)
+            .map_err(|source| CaptureError::Write {
+                path: path.to_owned(),
+                source,
+            })
+    }
+
     pub fn create(path: &Path, meta: &Meta) -> Result<Self, CaptureError> {
         let file = File::create(path).map_err(|source| CaptureError::Write {
             path: path.to_owned(),
@@ -435,6 +451,8 @@ mod tests {
     fn a_file_cut_anywhere_reads_up_to_its_last_complete_chunk() {
         let path = temp("cut");
         let bytes = write_sample(&path);
+        // Magic, version, then the META chunk's header and JSON payload.
+        let meta_end = MAGIC.len() + 4 + 12 + serde_json::to_vec(&sample().0).expect("json").len();
         let mut last_calls = 0;
         for cut in 0..bytes.len() {
             match parse(&path, &bytes[..cut]) {
@@ -446,7 +464,7 @@ mod tests {
                     last_calls = capture.calls.len();
                 }
                 Err(CaptureError::NotCapture { .. } | CaptureError::NoMeta { .. }) => {
-                    assert!(cut < 200, "cut at {cut} lost the META chunk");
+                    assert!(cut < meta_end, "cut at {cut} lost the META chunk");
                 }
                 Err(e) => panic!("cut at {cut}: {e}"),
             }

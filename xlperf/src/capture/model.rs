@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use xlperf_common::{CallRecord, Cost, OffCpuRecord};
 
 use crate::{
-    probe::{boundary::Boundary, prologue::ProbeSite},
+    probe::{boundary::Boundary, calibrate::ProbeCosts, prologue::ProbeSite},
     report::summary::{AllocRecording, NifRecording},
 };
 
@@ -53,8 +53,10 @@ pub struct Meta {
     pub alloc: bool,
     pub sched: bool,
     pub kmem: bool,
-    /// Measured cost of one probe pair on the recording host, ns.
+    /// Measured cost of one probe pair on the recording host, ns (at an emulated site).
     pub probe_cost_ns: u64,
+    /// What each kind of probe costs on the recording host, measured at its start.
+    pub probe_costs: ProbeCosts,
     /// `--long-nif`, ns.
     pub long_call_ns: u64,
 }
@@ -139,6 +141,24 @@ pub struct End {
     pub threads_outside: Vec<ThreadOutside>,
     /// Blocks still live at the end (`--alloc`), weighted when sampled.
     pub live: Vec<LiveEntry>,
+    /// Time the uprobes added to the targets' threads: every hit the kernel counted, at
+    /// the start-up cost of its kind of site, ns (emulated and single-stepped sites).
+    pub probe_emulated_ns: u64,
+    pub probe_stepped_ns: u64,
+    /// Time the tracepoint programs (`--sched`, `--alloc`) ran, as the kernel's BPF
+    /// statistics measured it, ns; None when those statistics were not available.
+    pub tracepoint_ns: Option<u64>,
+    /// `--ffi` libraries the targets never mapped: nothing could be traced in them.
+    pub never_mapped: Vec<String>,
+}
+
+impl End {
+    pub fn probe_time(&self) -> xlperf_common::ProbeTime {
+        xlperf_common::ProbeTime {
+            emulated_ns: self.probe_emulated_ns,
+            stepped_ns: self.probe_stepped_ns,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

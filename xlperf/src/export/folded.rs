@@ -94,12 +94,14 @@ impl StackTree {
     }
 }
 
-/// `library:function`, or the bare name when the file does not describe the boundary.
+/// `function [library]`, or the bare name when the file does not describe the boundary.
+/// The function comes first: a flame graph cuts labels at the end to fit a frame, and a
+/// library prefix would leave only `libfoo.so:` of every narrow one.
 fn frame(capture: &Capture, boundary: u32) -> String {
     let function = stacks::function_name(capture, boundary);
     match capture.boundaries.get(&boundary) {
         Some(info) if !info.library.is_empty() => {
-            frame_text(&format!("{}:{function}", info.library))
+            frame_text(&format!("{function} [{}]", info.library))
         }
         _ => frame_text(&function),
     }
@@ -127,9 +129,9 @@ mod tests {
         // A: 100 µs less B's 40, plus the second A's 10; D's 0.3 µs rounds to nothing.
         assert_eq!(
             render(&testdata::capture()),
-            "python3;libfoo.so:A 70\n\
-             python3;libfoo.so:A;libfoo.so:B 40\n\
-             worker;libbar.so:C 25\n"
+            "python3;A [libfoo.so] 70\n\
+             python3;A [libfoo.so];B [libfoo.so] 40\n\
+             worker;C [libbar.so] 25\n"
         );
     }
 
@@ -143,9 +145,9 @@ mod tests {
         capture.boundaries.remove(&3);
         assert_eq!(
             render(&capture),
-            "python3;boundary 3 25\n\
-             python3;libfoo.so:A 70\n\
-             python3;libfoo.so:A;libfoo.so:B 40\n"
+            "python3;A [libfoo.so] 70\n\
+             python3;A [libfoo.so];B [libfoo.so] 40\n\
+             python3;boundary 3 25\n"
         );
     }
 
@@ -155,7 +157,7 @@ mod tests {
         if let Some(info) = capture.boundaries.get_mut(&3) {
             info.function = "f<[u8; 8]>\nx".to_owned();
         }
-        assert!(render(&capture).contains("worker;libbar.so:f<[u8: 8]> x 25\n"));
+        assert!(render(&capture).contains("worker;f<[u8: 8]> x [libbar.so] 25\n"));
     }
 
     #[test]

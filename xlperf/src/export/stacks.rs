@@ -12,7 +12,9 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
+#[cfg(test)]
 use xlperf_common::CALIBRATION_BOUNDARY;
+use xlperf_common::is_calibration;
 
 use crate::capture::model::{CallEvent, Capture};
 
@@ -41,6 +43,13 @@ impl NestedCall<'_> {
         self.end_ns - self.start_ns
     }
 
+    /// The duration without the probe time measured inside the call (what the summary
+    /// reports); timelines keep the interval as it happened.
+    pub fn corrected_ns(&self) -> u64 {
+        self.duration_ns()
+            .saturating_sub(self.event.record.probe.sum())
+    }
+
     pub fn boundary(&self) -> u32 {
         self.event.record.boundary
     }
@@ -53,7 +62,7 @@ pub fn by_thread(capture: &Capture) -> Vec<ThreadCalls<'_>> {
     for event in capture
         .calls
         .iter()
-        .filter(|event| event.record.boundary != CALIBRATION_BOUNDARY)
+        .filter(|event| !is_calibration(event.record.boundary))
     {
         let key = (event.record.pid, event.record.tid);
         groups.entry(key).or_default().push(event);
@@ -117,20 +126,21 @@ fn nest(mut calls: Vec<&CallEvent>) -> Vec<NestedCall<'_>> {
     placed
 }
 
-/// Each call's self time: its duration less its direct children's, in the order of
-/// `calls`. Children of a proper nesting are disjoint and inside their parent, so this
-/// is never negative.
+/// Each call's self time: its corrected duration less its direct children's, in the
+/// order of `calls` (the probe time of a call and of everything nested in it is in its
+/// `probe_ns`, so this removes every probe's time once). Children of a proper nesting
+/// are disjoint and inside their parent, so this is never negative.
 pub fn self_times_ns(calls: &[NestedCall<'_>]) -> Vec<u64> {
     let mut children = vec![0u64; calls.len()];
     for call in calls {
         if let Some(parent) = call.parent {
-            children[parent] = children[parent].saturating_add(call.duration_ns());
+            children[parent] = children[parent].saturating_add(call.corrected_ns());
         }
     }
     calls
         .iter()
         .zip(children)
-        .map(|(call, inner)| call.duration_ns().saturating_sub(inner))
+        .map(|(call, inner)| call.corrected_ns().saturating_sub(inner))
         .collect()
 }
 

@@ -2,7 +2,7 @@
 //! flamegraph.pl): interactive in a browser, searchable, zoomable.
 
 use inferno::flamegraph::{self, Options};
-use xlperf_common::CALIBRATION_BOUNDARY;
+use xlperf_common::is_calibration;
 
 use super::ExportError;
 use super::folded;
@@ -18,7 +18,7 @@ pub fn render(capture: &Capture) -> Result<Vec<u8>, ExportError> {
         let recorded = capture
             .calls
             .iter()
-            .any(|call| call.record.boundary != CALIBRATION_BOUNDARY);
+            .any(|call| !is_calibration(call.record.boundary));
         return Err(if recorded {
             ExportError::TooShortToDraw
         } else {

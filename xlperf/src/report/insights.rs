@@ -19,6 +19,52 @@ const RUNQ_P99_NS: u64 = 5_000_000;
 /// still live at the end, and it was called at least this often.
 const LEAK_MIN_CALLS: u64 = 4;
 
+/// Functions whose purpose is to wait (event loops, sleeps, condition variables): being
+/// blocked inside them is what they are for, not a finding.
+const WAITING_FUNCTIONS: &[&str] = &[
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect",
+    "pselect6",
+    "nanosleep",
+    "clock_nanosleep",
+    "sleep",
+    "usleep",
+    "pause",
+    "sigwait",
+    "sigwaitinfo",
+    "sigtimedwait",
+    "sigsuspend",
+    "pthread_cond_wait",
+    "pthread_cond_timedwait",
+    "pthread_cond_clockwait",
+    "pthread_join",
+    "sem_wait",
+    "sem_timedwait",
+    "sem_clockwait",
+    "wait",
+    "waitpid",
+    "waitid",
+    "wait4",
+    "io_getevents",
+    "io_uring_enter",
+    "kevent",
+    "uv_run",
+];
+
+/// Is `function` a waiting primitive (also under glibc's versioned aliases, `__poll`)?
+fn is_waiting(function: &str) -> bool {
+    let name = function.trim_start_matches('_');
+    WAITING_FUNCTIONS.contains(&name)
+        || name
+            .split_once('@')
+            .is_some_and(|(base, _)| WAITING_FUNCTIONS.contains(&base))
+}
+
 /// Every finding, in order: long NIFs, blocking calls, leaks, run-queue latency.
 pub fn detect(summary: &Summary) -> Vec<Insight> {
     let mut out = Vec::new();
@@ -44,6 +90,9 @@ pub fn detect(summary: &Summary) -> Vec<Insight> {
         let Some(sched) = b.sched.as_ref().map(|s| &s.fields) else {
             continue;
         };
+        if is_waiting(&b.function) {
+            continue;
+        }
         let running_or_blocked = sched.offcpu_ns + sched.oncpu_ns;
         if sched.offcpu_ns >= BLOCKING_MIN_NS
             && sched.offcpu_ns as f64 >= BLOCKING_SHARE * running_or_blocked as f64
@@ -54,7 +103,10 @@ pub fn detect(summary: &Summary) -> Vec<Insight> {
                 .and_then(|s| s.wakers.first())
                 .map(|w| match w.pid {
                     0 => "; woken mostly by interrupts (a timer or a device)".to_owned(),
-                    pid => format!("; woken mostly by {} (pid {pid})", w.comm),
+                    pid if pid == b.pid => {
+                        format!("; woken mostly by its own thread {} ({})", w.tid, w.comm)
+                    }
+                    pid => format!("; woken mostly by {} (pid {pid}, thread {})", w.comm, w.tid),
                 })
                 .unwrap_or_default();
             out.push(insight(
@@ -115,5 +167,25 @@ fn insight(kind: &'static str, b: &BoundarySummary, message: String) -> Insight 
         tid: None,
         function: Some(b.function.clone()),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_waiting;
+
+    #[test]
+    fn waiting_primitives_are_not_blocking_calls() {
+        for f in [
+            "epoll_wait",
+            "__poll",
+            "pthread_cond_wait",
+            "nanosleep@GLIBC_2.2.5",
+        ] {
+            assert!(is_waiting(f), "{f}");
+        }
+        for f in ["read", "thumb_flush", "xl_nif:sleep_ms/1", "epoll_ctl"] {
+            assert!(!is_waiting(f), "{f}");
+        }
     }
 }

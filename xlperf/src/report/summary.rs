@@ -14,7 +14,10 @@ use crate::{
         calls::{CallAggregator, CallStats},
         cost::{BoundaryCost, CostAggregator},
     },
-    probe::alloc::AllocProbe,
+    probe::{
+        alloc::AllocProbe,
+        calibrate::{ProbeCosts, SiteKind},
+    },
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -26,8 +29,20 @@ pub struct Summary {
     pub duration_ns: u64,
     /// Call records lost because the ring buffer was full.
     pub dropped: u64,
-    /// Measured cost added to one traced call by its probe pair on this host.
+    /// Measured cost added to one traced call by its probe pair on this host, at a site
+    /// the kernel emulates (rows give their own: `boundaries[].probe_cost_ns`).
     pub probe_cost_ns: u64,
+    /// Estimated time the probes added to the targets in all: every uprobe hit at the
+    /// measured cost of its kind of site, plus the tracepoint programs' run time.
+    pub overhead_ns: u64,
+    /// What each kind of probe costs here, as measured at start.
+    pub probe_costs: ProbeCosts,
+    /// Run time of the tracepoint programs included in `overhead_ns`; null when the
+    /// kernel's BPF statistics were not available (then they are not included).
+    pub overhead_tracepoints_ns: Option<u64>,
+    /// `--ffi` libraries the targets never mapped: nothing was traced in them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub never_mapped: Vec<String>,
     /// One entry per (process, function), by total time, largest first.
     pub boundaries: Vec<BoundarySummary>,
     /// Exit status of the command xlperf started (128 + N if killed by signal N).
@@ -248,6 +263,14 @@ pub struct BoundarySummary {
     pub probe_offset: u64,
     /// Whether the kernel emulates the probed instruction (cheap) or single-steps it.
     pub probe_emulated: bool,
+    /// `emulated` or `single_stepped`: the same, by name.
+    pub probe_site: &'static str,
+    /// Wall time the probe pair adds to each call of this function (measured at start for
+    /// this kind of site); `calls` × this is the row's share of `overhead_ns`.
+    pub probe_cost_ns: u64,
+    /// The figures as the probes measured them, before the probe time inside each call
+    /// (its own pair's in-call cost, and any probes nested in it) was removed.
+    pub raw: RawDurations,
     /// `ffi` for functions named with --ffi, `beam` for Erlang/Elixir NIFs.
     pub runtime: &'static str,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -258,6 +281,18 @@ pub struct BoundarySummary {
     pub sched: Option<SchedRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inclusive: Option<Inclusive>,
+}
+
+/// A row's durations with the probe time still inside them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawDurations {
+    pub total_ns: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    /// Probe time removed from this row's calls, in all.
+    pub probe_ns: u64,
 }
 
 /// What a NIF row adds; `function` is then the Erlang or Elixir name.
@@ -294,6 +329,7 @@ pub struct LongCalls {
 /// Builds the per-boundary rows; `comm` names each pid.
 pub fn boundaries(
     aggregator: &CallAggregator,
+    probe_costs: &ProbeCosts,
     costs: Option<&Costs<'_>>,
     infos: &BTreeMap<u32, BoundaryInfo>,
     comm: impl Fn(u32) -> String,
@@ -303,6 +339,13 @@ pub fn boundaries(
         .into_iter()
         .filter_map(|(pid, id, stats)| {
             let boundary = infos.get(&id)?;
+            let site = if boundary.probe_emulated {
+                SiteKind::Emulated
+            } else {
+                SiteKind::SingleStepped
+            };
+            let raw = &stats.raw;
+            let raw_q = |q: f64| raw.histogram.value_at_quantile(q).min(raw.max_ns);
             Some(BoundarySummary {
                 pid,
                 comm: comm(pid),
@@ -319,6 +362,16 @@ pub fn boundaries(
                 depth_max: stats.depth_max,
                 probe_offset: boundary.probe_offset,
                 probe_emulated: boundary.probe_emulated,
+                probe_site: site.name(),
+                probe_cost_ns: probe_costs.pair.get(site).total_ns,
+                raw: RawDurations {
+                    total_ns: raw.total_ns,
+                    p50_ns: raw_q(0.50),
+                    p90_ns: raw_q(0.90),
+                    p99_ns: raw_q(0.99),
+                    max_ns: raw.max_ns,
+                    probe_ns: raw.probe_ns,
+                },
                 runtime: if boundary.nif.is_some() {
                     "beam"
                 } else {

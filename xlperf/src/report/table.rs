@@ -245,7 +245,7 @@ fn scheduling(summary: &Summary, out: &mut String) {
                     .first()
                     .map(|w| match w.pid {
                         0 => format!("{} ×{}", w.comm, w.count),
-                        pid => format!("{} ({pid}) ×{}", w.comm, w.count),
+                        pid => format!("{} (pid {pid} tid {}) ×{}", w.comm, w.tid, w.count),
                     })
                     .unwrap_or_default(),
             ]);
@@ -306,6 +306,86 @@ fn scheduler_of(b: &super::BoundarySummary) -> String {
     }
 }
 
+/// Marks rows whose probe the kernel single-steps.
+const STEPPED_MARK: &str = "stepped";
+
+/// What tracing cost, counted over every probe placed: uprobe hits at the measured cost
+/// of their kind of site, and the tracepoint programs' run time.
+fn overhead_line(summary: &Summary, calls: u64, out: &mut String) {
+    let costs = &summary.probe_costs;
+    let _ = write!(
+        out,
+        "\n{calls} calls in {}; {} records dropped; probes added ≈{} to the targets",
+        human_ns(summary.duration_ns),
+        summary.dropped,
+        human_ns(summary.overhead_ns),
+    );
+    if summary.duration_ns > 0 {
+        let _ = write!(
+            out,
+            " ({:.2}% of the recording)",
+            summary.overhead_ns as f64 * 100.0 / summary.duration_ns as f64
+        );
+    }
+    let _ = writeln!(
+        out,
+        "; a probe pair costs {} per call here ({} at a single-stepped site)",
+        human_ns(costs.pair.emulated.total_ns),
+        human_ns(costs.pair.single_stepped.total_ns),
+    );
+    let _ = writeln!(
+        out,
+        "latencies exclude the probe time measured inside each call ({} per call at emulated sites, {} at single-stepped ones, plus any probes nested in it); --json `raw` has them as measured",
+        human_ns(costs.pair.emulated.in_call_ns),
+        human_ns(costs.pair.single_stepped.in_call_ns),
+    );
+    if summary.alloc.is_some() || summary.threads.is_some() {
+        match summary.overhead_tracepoints_ns {
+            Some(ns) => {
+                let _ = writeln!(
+                    out,
+                    "the overhead includes {} run by the scheduler/allocation tracepoint programs",
+                    human_ns(ns)
+                );
+            }
+            None => out.push_str(
+                "note: the overhead leaves out the tracepoint programs: the kernel's BPF run-time statistics were not available\n",
+            ),
+        }
+    }
+}
+
+/// Rows whose probes the kernel single-steps: what each of their calls costs.
+fn stepped_note(summary: &Summary, out: &mut String) {
+    let mut stepped: Vec<&str> = summary
+        .boundaries
+        .iter()
+        .filter(|b| !b.probe_emulated)
+        .map(|b| b.function.as_str())
+        .collect();
+    stepped.sort_unstable();
+    stepped.dedup();
+    if stepped.is_empty() {
+        return;
+    }
+    let more = stepped.len().saturating_sub(5);
+    stepped.truncate(5);
+    let pair = summary.probe_costs.pair.single_stepped;
+    let _ = writeln!(
+        out,
+        "note: {STEPPED_MARK}: no instruction the kernel emulates starts {}{}, so it single-steps the probed one: each call costs the target {} to trace (not {}); the {} of it inside each call is removed from the latencies above",
+        stepped.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        },
+        human_ns(pair.total_ns),
+        human_ns(summary.probe_costs.pair.emulated.total_ns),
+        human_ns(pair.in_call_ns),
+    );
+}
+
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     long_nifs(summary, &mut out);
@@ -319,7 +399,7 @@ pub fn render(summary: &Summary) -> String {
     };
     let calls: u64 = summary.boundaries.iter().map(|b| b.calls).sum();
 
-    let mut rows: Vec<[String; 10]> = vec![[
+    let mut rows: Vec<[String; 11]> = vec![[
         "PID".into(),
         "LIBRARY".into(),
         "FUNCTION".into(),
@@ -330,6 +410,7 @@ pub fn render(summary: &Summary) -> String {
         "P90".into(),
         "P99".into(),
         "MAX".into(),
+        "PROBE/CALL".into(),
     ]];
     for b in &summary.boundaries {
         rows.push([
@@ -343,17 +424,26 @@ pub fn render(summary: &Summary) -> String {
             human_ns(b.p90_ns),
             human_ns(b.p99_ns),
             human_ns(b.max_ns),
+            if b.probe_emulated {
+                human_ns(b.probe_cost_ns)
+            } else {
+                format!("{} {STEPPED_MARK}", human_ns(b.probe_cost_ns))
+            },
         ]);
     }
     let skip = usize::from(!multi_pid);
-    let mut widths = [0usize; 10];
+    let mut widths = [0usize; 11];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    if summary.boundaries.is_empty() {
+    if summary.boundaries.is_empty() && summary.never_mapped.is_empty() {
         out.push_str("no traced function was called during the recording\n");
+    } else if summary.boundaries.is_empty() {
+        out.push_str(
+            "nothing was traced: the target never mapped the libraries named with --ffi\n",
+        );
     } else {
         for row in &rows {
             let mut line = String::new();
@@ -379,23 +469,7 @@ pub fn render(summary: &Summary) -> String {
     allocations(summary, &mut out);
     scheduling(summary, &mut out);
 
-    let overhead = summary.probe_cost_ns.saturating_mul(calls);
-    let _ = write!(
-        out,
-        "\n{calls} calls in {}; {} records dropped; probe cost {} per call (≈{} added in total",
-        human_ns(summary.duration_ns),
-        summary.dropped,
-        human_ns(summary.probe_cost_ns),
-        human_ns(overhead),
-    );
-    if summary.duration_ns > 0 {
-        let _ = write!(
-            out,
-            ", {:.2}% of the recording",
-            overhead as f64 * 100.0 / summary.duration_ns as f64
-        );
-    }
-    out.push_str(")\n");
+    overhead_line(summary, calls, &mut out);
     if summary.dropped > 0 {
         let _ = writeln!(
             out,
@@ -429,26 +503,11 @@ pub fn render(summary: &Summary) -> String {
             let _ = writeln!(out, "note: {count} {what}");
         }
     }
-    let mut stepped: Vec<&str> = summary
-        .boundaries
-        .iter()
-        .filter(|b| !b.probe_emulated)
-        .map(|b| b.function.as_str())
-        .collect();
-    stepped.sort_unstable();
-    stepped.dedup();
-    if !stepped.is_empty() {
-        let more = stepped.len().saturating_sub(5);
-        stepped.truncate(5);
+    stepped_note(summary, &mut out);
+    for library in &summary.never_mapped {
         let _ = writeln!(
             out,
-            "note: the kernel single-steps the probed first instruction of {}{}; each of their calls costs more to trace than the probe cost above",
-            stepped.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
+            "note: the target never mapped {library}, so none of its functions could be traced (is it the library the program really loads? `xlperf list -p PID` or /proc/PID/maps show what it maps)"
         );
     }
     if let Some(status) = summary.target_exit_status {

@@ -205,9 +205,11 @@ impl Exposition {
     }
 
     /// Takes in one call of `boundary` in process `pid` named `comm`.
+    /// A call whose duration without probe time is `duration`.
     pub fn call(
         &mut self,
         record: &CallRecord,
+        duration: u64,
         cost: Option<&Cost>,
         boundary: &BoundaryInfo,
         comm: &str,
@@ -218,12 +220,12 @@ impl Exposition {
         self.calls.get_or_create(&labels).inc();
         self.duration
             .get_or_create(&labels)
-            .observe(record.duration_ns as f64 / 1e9);
+            .observe(duration as f64 / 1e9);
         if record.thread == thread_kind::BEAM_NORMAL {
             // Created at 0 with the NIF's first call, so that increase() sees the first
             // long call too.
             let long = self.long_nif.get_or_create(&labels);
-            if record.duration_ns > self.long_call_ns {
+            if duration > self.long_call_ns {
                 long.inc();
             }
         }
@@ -245,9 +247,7 @@ impl Exposition {
                 .get_or_create(&labels)
                 .inc_by(cost.runq_ns as f64 / 1e9);
         }
-        let busy = record
-            .duration_ns
-            .saturating_sub(cost.map_or(0, |c| c.offcpu_ns + c.runq_ns));
+        let busy = duration.saturating_sub(cost.map_or(0, |c| c.offcpu_ns + c.runq_ns));
         self.oncpu.get_or_create(&labels).inc_by(busy as f64 / 1e9);
     }
 
@@ -373,7 +373,7 @@ mod tests {
     fn counts_calls_and_converts_to_prometheus_text() {
         let mut e = Exposition::new(100, 1_000_000, true, true);
         for _ in 0..3 {
-            e.call(&call(7, 2_000), None, &boundary("deflate"), "app");
+            e.call(&call(7, 2_000), 2_000, None, &boundary("deflate"), "app");
         }
         let om = e.openmetrics();
         assert!(om.contains("# TYPE xlperf_crossing_calls counter"), "{om}");
@@ -400,7 +400,7 @@ mod tests {
     fn label_sets_beyond_the_cap_fold_into_other_and_are_counted() {
         let mut e = Exposition::new(2, 1_000_000, false, false);
         for f in ["a", "b", "c", "d"] {
-            e.call(&call(7, 10), None, &boundary(f), "app");
+            e.call(&call(7, 10), 10, None, &boundary(f), "app");
         }
         let text = e.prometheus_text();
         assert!(text.contains("function=\"a\""), "{text}");
@@ -416,8 +416,8 @@ mod tests {
     #[test]
     fn a_forgotten_process_leaves_the_exposition() {
         let mut e = Exposition::new(100, 1_000_000, false, false);
-        e.call(&call(7, 10), None, &boundary("a"), "app");
-        e.call(&call(8, 10), None, &boundary("a"), "other");
+        e.call(&call(7, 10), 10, None, &boundary("a"), "app");
+        e.call(&call(8, 10), 10, None, &boundary("a"), "other");
         e.forget(7);
         let text = e.prometheus_text();
         assert!(!text.contains("pid=\"7\""), "{text}");

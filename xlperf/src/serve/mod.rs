@@ -15,6 +15,7 @@ use aya::{Ebpf, programs::uprobe::UProbeScope};
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::exposition::Exposition;
+use crate::metrics::drift::Drift;
 use crate::{
     capture::model::{BoundaryInfo, CallEvent},
     cli::{FfiSpec, ServeArgs},
@@ -26,7 +27,7 @@ use crate::{
         attach::{self, Attachment},
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
-        calibrate,
+        calibrate::{self, ProbeCosts},
         library::Scope,
         links::Links,
         loader,
@@ -71,16 +72,22 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
     for &pid in &args.pids {
-        target::check_pid(pid)?;
+        target::check_target(pid)?;
     }
     // Bind first: a port in use is one line before anything is loaded.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (in use? pick another with --listen)",
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow!(
+                "cannot listen on {}: the port is in use; pick another with --listen",
                 args.listen
-            )
+            ),
+            std::io::ErrorKind::AddrNotAvailable => anyhow!(
+                "cannot listen on {}: {} is not an address of this host; use 127.0.0.1 (this host only), 0.0.0.0 (every interface) or one of its own addresses (`ip -brief addr`)",
+                args.listen,
+                args.listen.ip()
+            ),
+            _ => anyhow!("cannot listen on {}: {e}", args.listen),
         })?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -90,9 +97,10 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         if args.probes.alloc { 262_144 } else { 0 },
         0,
     )?;
-    let cost = calibrate::measure(&mut ebpf)?;
     let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
+    let calibrated = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?;
+    let costs = calibrated.costs;
     records.drain(|_| {});
     let calibration = loader::counters(&ebpf)?;
 
@@ -104,7 +112,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
     )));
     lock(&exposition)
         .probe_cost
-        .set(cost.per_call_ns as f64 / 1e9);
+        .set(costs.pair.emulated.total_ns as f64 / 1e9);
 
     let mut global = Links::default();
     if args.probes.alloc || args.probes.sched {
@@ -128,8 +136,14 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         processes: HashMap::new(),
         exposition: Arc::clone(&exposition),
         args,
+        costs,
+        drift: Drift::new(&costs),
     };
-    for &pid in &args.pids {
+    let mut pids = args.pids.clone();
+    pids.sort_unstable();
+    // `-p X -p X` is one process: probing it twice would count every call twice.
+    pids.dedup();
+    for pid in pids {
         tracer.add(pid, None)?;
     }
     if args.all {
@@ -170,7 +184,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
 
     let mut last_scan = Instant::now();
     let mut last_dropped = 0;
-    let mut hits_at_scan = 0;
+    let mut probe_ns_at_scan = 0;
     loop {
         let stop = tokio::select! {
             waited = records.wait(POLL_INTERVAL) => {
@@ -204,11 +218,14 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             let e = lock(&exposition);
             e.dropped.inc_by(dropped.saturating_sub(last_dropped));
             last_dropped = dropped;
-            let hits = e.probe_hits.get();
-            let calls = hits.saturating_sub(hits_at_scan) / 2;
-            hits_at_scan = hits;
-            e.overhead
-                .set(calls as f64 * cost.per_call_ns as f64 / elapsed.as_nanos().max(1) as f64);
+            // Every uprobe hit on a target, at its kind of site's measured cost, as the
+            // kernel added them up per thread.
+            calibrated.canary.run();
+            let probe_ns = tracer.drift.scaled(&loader::probe_time(&tracer.ebpf, &[])?);
+            e.overhead.set(
+                probe_ns.saturating_sub(probe_ns_at_scan) as f64 / elapsed.as_nanos().max(1) as f64,
+            );
+            probe_ns_at_scan = probe_ns;
             e.rss.set(own_rss());
             e.targets.set(
                 i64::try_from(
@@ -253,6 +270,9 @@ struct Tracer<'a> {
     processes: HashMap<u32, Process>,
     exposition: Arc<Mutex<Exposition>>,
     args: &'a ServeArgs,
+    costs: ProbeCosts,
+    /// How far the probes' costs have drifted since start (the canary's records).
+    drift: Drift,
 }
 
 impl Tracer<'_> {
@@ -278,7 +298,7 @@ impl Tracer<'_> {
     /// Attaches every probe that applies to `pid`; `program`: the command it is about to
     /// run (spawned suspended), whose libraries are not mapped yet.
     fn add(&mut self, pid: u32, program: Option<&std::path::Path>) -> anyhow::Result<()> {
-        let nonzero = target::check_pid(pid)?;
+        let nonzero = target::check_target(pid)?;
         let scope = UProbeScope::OneProcess(nonzero);
         let lookup = match program {
             Some(program) => Scope::Program(program),
@@ -298,6 +318,7 @@ impl Tracer<'_> {
         }
         attach::attach_ffi(
             &mut self.ebpf,
+            &self.costs,
             &self.table,
             &[Attachment::pid(nonzero, ids)],
             &mut links,
@@ -313,7 +334,8 @@ impl Tracer<'_> {
             && (self.args.probes.nif || self.specs.is_empty())
         {
             if self.nif.is_none() {
-                let nif = NifTracing::prepare(vm, self.args.probes.nif_mode)?;
+                let mut nif = NifTracing::prepare(vm, self.args.probes.nif_mode)?;
+                nif.costs = self.costs;
                 self.nif_site = match &nif.mode {
                     beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
                     beam::tracing::Mode::Fptr { .. } => None,
@@ -332,6 +354,7 @@ impl Tracer<'_> {
         if self.args.probes.alloc {
             AllocTracing::prepare(&lookup, vm.as_deref())?.attach(
                 &mut self.ebpf,
+                &self.costs,
                 &mut links,
                 scope,
             )?;
@@ -374,6 +397,7 @@ impl Tracer<'_> {
         let mut links = Links::default();
         attach::attach_ffi(
             &mut self.ebpf,
+            &self.costs,
             &self.table,
             &[Attachment::all(ids)],
             &mut links,
@@ -381,6 +405,7 @@ impl Tracer<'_> {
         if self.args.probes.nif {
             let vm = beam::vm_for_program(std::path::Path::new("erl"))?;
             let mut nif = NifTracing::prepare(&vm, self.args.probes.nif_mode)?;
+            nif.costs = self.costs;
             if matches!(nif.mode, beam::tracing::Mode::Fptr { .. }) {
                 return Err(ProbeError::FptrNeedsProcess.into());
             }
@@ -457,6 +482,9 @@ impl Tracer<'_> {
         }
         let mut exposition = lock(&self.exposition);
         for call in &calls {
+            if self.drift.observe(&call.record) {
+                continue;
+            }
             let id = call.record.boundary;
             if !self.infos.contains_key(&id) {
                 let Some(boundary) = self.table.get(id) else {
@@ -475,7 +503,8 @@ impl Tracer<'_> {
                 exited: None,
             });
             let comm = self.comms.entry(pid).or_insert_with(|| target::comm(pid));
-            exposition.call(&call.record, call.cost.as_ref(), info, comm);
+            let duration = self.drift.corrected_ns(&call.record);
+            exposition.call(&call.record, duration, call.cost.as_ref(), info, comm);
         }
     }
 }
