@@ -52,9 +52,6 @@ use crate::{
 /// How often the ring buffer is drained: the kernel side never wakes us (see stack.rs).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// How often the canary measures the probes' cost again (see `metrics::drift`).
-const CANARY_INTERVAL: Duration = Duration::from_millis(100);
-
 /// How often fallback-mode NIF tracing looks for newly loaded NIF libraries.
 const NIF_RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -354,7 +351,6 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut last_rescan = Instant::now();
-    let mut last_canary = Instant::now();
     let mut progress = Progress::new();
     loop {
         let stop = tokio::select! {
@@ -371,10 +367,6 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         collector.attach_mapped(&mut ebpf, &mut links, &costs, pending.as_mut(), args)?;
         if stop {
             break;
-        }
-        if last_canary.elapsed() >= CANARY_INTERVAL {
-            last_canary = Instant::now();
-            calibrated.canary.run();
         }
         if last_rescan.elapsed() >= NIF_RESCAN_INTERVAL {
             last_rescan = Instant::now();
@@ -438,7 +430,6 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     }
     // Detach every probe (about 110 ms each: see links.rs), then free programs and maps.
     drop(links);
-    drop(calibrated.canary);
     if let Some(nif) = collector.nif.as_mut() {
         drop(std::mem::take(&mut nif.links));
     }

@@ -69,16 +69,16 @@ mod tests {
         assert_well_formed(&svg);
         assert!(svg.contains(TITLE));
         for name in [
-            "libfoo.so:A",
-            "libfoo.so:B",
-            "libbar.so:C",
+            "A [libfoo.so]",
+            "B [libfoo.so]",
+            "C [libbar.so]",
             "python3",
             "worker",
         ] {
             assert!(svg.contains(name), "{name} missing");
         }
         // D's 0.3 µs is not in the folded lines, so not in the graph.
-        assert!(!svg.contains("libbar.so:D"));
+        assert!(!svg.contains("D [libbar.so]"));
     }
 
     #[test]

@@ -107,8 +107,8 @@ impl CallAggregator {
         }
     }
 
-    /// Takes in a call whose duration without probe time is `duration` (see
-    /// `metrics::drift`).
+    /// Takes in a call whose duration without probe time is `duration`
+    /// (`CallRecord::corrected_ns`).
     pub fn record(&mut self, record: &CallRecord, duration: u64) {
         if is_calibration(record.boundary) {
             return;

@@ -180,46 +180,20 @@ impl ProbeCosts {
     }
 }
 
-/// A calibration's costs, how many of its probed calls came back as records, and the
-/// canary that keeps measuring.
+/// A calibration's costs, and how many of its probed calls came back as records.
+#[derive(Debug, Clone, Copy)]
 pub struct Calibration {
     pub costs: ProbeCosts,
     /// Calls made while the FFI pair was attached: each must produce one record.
     pub probed_calls: u64,
     /// Records of them read back (the others were dropped or lost).
     pub seen_calls: u64,
-    pub canary: Canary,
-}
-
-/// Calls per canary run, at each kind of site: a few hundred µs of xlperf's own time.
-const CANARY_EMULATED: u32 = 40;
-const CANARY_STEPPED: u32 = 20;
-
-/// The calibration's probe pairs, left attached on xlperf's own functions: calling them
-/// now and then yields records whose durations show how the probes' cost drifts
-/// (`metrics::drift`). Dropping it detaches them.
-pub struct Canary {
-    _links: Vec<UProbeLink>,
-}
-
-impl Canary {
-    /// Calls each calibration function a few times; their records go through the ring.
-    pub fn run(&self) {
-        time(CANARY_EMULATED, || {
-            // SAFETY: the function only pushes and pops rbp, and returns.
-            unsafe { xlperf_cal_pair_emulated() }
-        });
-        time(CANARY_STEPPED, || {
-            // SAFETY: the function only clears eax, and returns.
-            unsafe { xlperf_cal_pair_stepped() }
-        });
-    }
 }
 
 /// Measures the probe pair at both kinds of site, and with `alloc` the allocator probes.
 /// Calibration records are drained from the call-record ring `records` as they come. The
-/// pair probes stay attached as the [`Canary`]; the allocator ones are detached on a
-/// thread of their own: each takes the kernel ~110 ms to remove, and nothing waits.
+/// calibration probes are detached on a thread of their own: each takes the kernel
+/// ~110 ms to remove, and nothing waits for them.
 pub fn measure(
     ebpf: &mut Ebpf,
     records: &mut RingBuf<MapData>,
@@ -228,10 +202,6 @@ pub fn measure(
     let mut links = Vec::new();
     let mut seen = 0;
     let result = measure_all(ebpf, records, alloc, &mut links, &mut seen);
-    // The first four links are the pairs' (see measure_all): they stay, as the canary.
-    let rest = links.split_off(links.len().min(4));
-    let canary = Canary { _links: links };
-    let links = rest;
     std::thread::Builder::new()
         .name("xlperf-calib".into())
         .spawn(move || drop(links))
@@ -243,7 +213,6 @@ pub fn measure(
         costs: result?,
         probed_calls: u64::from(CALLS_EMULATED + CALLS_STEPPED) * ROUNDS as u64,
         seen_calls: seen,
-        canary,
     })
 }
 

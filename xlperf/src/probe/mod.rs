@@ -33,7 +33,7 @@ pub enum ProbeError {
     #[error("no process with pid {pid}: is it still running? (list processes with `ps -e`)")]
     NoSuchProcess { pid: u32 },
     #[error(
-        "library {library:?} not found in {looked_in}; pass its path instead, e.g. --ffi /usr/lib/x86_64-linux-gnu/{library}"
+        "library {library:?} not found in {looked_in}; pass its path instead (`ldconfig -p | grep {library}` lists system libraries, /proc/PID/maps what a process maps)"
     )]
     LibraryNotFound { library: String, looked_in: String },
     #[error(

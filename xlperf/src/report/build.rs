@@ -11,15 +11,14 @@ use super::{
 };
 use crate::{
     capture::model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo, ThreadOutside},
-    metrics::{calls::CallAggregator, cost::CostAggregator, drift::Drift},
+    metrics::{calls::CallAggregator, cost::CostAggregator},
 };
 
 /// Everything the records of one recording feed.
 #[derive(Debug)]
 pub struct Aggregates {
     pub calls: CallAggregator,
-    /// How far probe costs drifted from the start (the canary's records).
-    pub drift: Drift,
+
     /// Allocation and scheduler figures (`--alloc`, `--sched`).
     pub costs: Option<CostAggregator>,
 }
@@ -28,16 +27,13 @@ impl Aggregates {
     pub fn new(meta: &Meta) -> Self {
         Self {
             calls: CallAggregator::new(meta.long_call_ns),
-            drift: Drift::new(&meta.probe_costs),
+
             costs: (meta.alloc || meta.sched).then(CostAggregator::default),
         }
     }
 
     pub fn call(&mut self, event: &CallEvent) {
-        if self.drift.observe(&event.record) {
-            return;
-        }
-        let duration = self.drift.corrected_ns(&event.record);
+        let duration = event.record.corrected_ns();
         self.calls.record(&event.record, duration);
         if let Some(costs) = self.costs.as_mut() {
             costs.call(&event.record, event.cost.as_ref(), duration);
@@ -141,9 +137,9 @@ pub fn summary(aggregates: &Aggregates, recording: &Recording<'_>) -> Summary {
         duration_ns: end.duration_ns,
         dropped: end.dropped,
         probe_cost_ns: meta.probe_cost_ns,
-        overhead_ns: aggregates
-            .drift
-            .scaled_mean(&end.probe_time())
+        overhead_ns: end
+            .probe_time()
+            .sum()
             .saturating_add(end.tracepoint_ns.unwrap_or(0)),
         probe_costs: meta.probe_costs,
         overhead_tracepoints_ns: end.tracepoint_ns,

@@ -15,7 +15,6 @@ use aya::{Ebpf, programs::uprobe::UProbeScope};
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::exposition::Exposition;
-use crate::metrics::drift::Drift;
 use crate::{
     capture::model::{BoundaryInfo, CallEvent},
     cli::{FfiSpec, ServeArgs},
@@ -99,8 +98,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
     )?;
     let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
-    let calibrated = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?;
-    let costs = calibrated.costs;
+    let costs = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?.costs;
     records.drain(|_| {});
     let calibration = loader::counters(&ebpf)?;
 
@@ -137,7 +135,6 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         exposition: Arc::clone(&exposition),
         args,
         costs,
-        drift: Drift::new(&costs),
     };
     let mut pids = args.pids.clone();
     pids.sort_unstable();
@@ -220,8 +217,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             last_dropped = dropped;
             // Every uprobe hit on a target, at its kind of site's measured cost, as the
             // kernel added them up per thread.
-            calibrated.canary.run();
-            let probe_ns = tracer.drift.scaled(&loader::probe_time(&tracer.ebpf, &[])?);
+            let probe_ns = loader::probe_time(&tracer.ebpf, &[])?.sum();
             e.overhead.set(
                 probe_ns.saturating_sub(probe_ns_at_scan) as f64 / elapsed.as_nanos().max(1) as f64,
             );
@@ -271,8 +267,6 @@ struct Tracer<'a> {
     exposition: Arc<Mutex<Exposition>>,
     args: &'a ServeArgs,
     costs: ProbeCosts,
-    /// How far the probes' costs have drifted since start (the canary's records).
-    drift: Drift,
 }
 
 impl Tracer<'_> {
@@ -482,9 +476,6 @@ impl Tracer<'_> {
         }
         let mut exposition = lock(&self.exposition);
         for call in &calls {
-            if self.drift.observe(&call.record) {
-                continue;
-            }
             let id = call.record.boundary;
             if !self.infos.contains_key(&id) {
                 let Some(boundary) = self.table.get(id) else {
@@ -503,7 +494,7 @@ impl Tracer<'_> {
                 exited: None,
             });
             let comm = self.comms.entry(pid).or_insert_with(|| target::comm(pid));
-            let duration = self.drift.corrected_ns(&call.record);
+            let duration = call.record.corrected_ns();
             exposition.call(&call.record, duration, call.cost.as_ref(), info, comm);
         }
     }
