@@ -260,7 +260,7 @@ pub fn record_json_stderr(args: &[&str]) -> (Value, String) {
     full.extend_from_slice(args);
     let out = crate::xlperf(&full);
     let summary = crate::summary_of(&out);
-    assert_eq!(summary["schema_version"], 1);
+    assert_eq!(summary["schema_version"], 2);
     assert_eq!(summary["dropped"], 0, "records were dropped: {summary:#}");
     (summary, String::from_utf8_lossy(&out.stderr).into_owned())
 }

@@ -231,7 +231,7 @@ pub fn record_json(args: &[&str]) -> Value {
     let mut full = vec!["record", "--json"];
     full.extend_from_slice(args);
     let summary = summary_of(&xlperf(&full));
-    assert_eq!(summary["schema_version"], 1);
+    assert_eq!(summary["schema_version"], 2);
     assert_eq!(summary["dropped"], 0, "records were dropped: {summary:#}");
     summary
 }

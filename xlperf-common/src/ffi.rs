@@ -25,16 +25,15 @@ pub const fn is_calibration(boundary: u32) -> bool {
 /// hits, measured by userspace at start for the kind of site it sits on. Return (and
 /// entry-only) programs read it to charge probe time to the calls it lands inside, so
 /// that durations can be reported without it. Time is kept in two buckets, by the kind of
-/// site that cost it, because single-stepping drifts with the machine's state far more
-/// than emulation does and userspace rescales each bucket as it measures the drift.
+/// site that cost it, so that the summary can say how much single-stepping cost.
 ///
-/// Bits 0..32: the boundary id. Bits 32..48: ns of this probe pair's cost that fall inside
-/// the call's own measured duration (between its two timestamps), saturating at 65 535.
-/// Bits 48..63: ns the whole hit adds to the thread, saturating at 32 767. Bit 63: the
+/// Bits 0..32: the boundary id. Bits 32..47: ns of this probe pair's cost that fall inside
+/// the call's own measured duration (between its two timestamps), saturating at 32 767.
+/// Bits 47..63: ns the whole hit adds to the thread, saturating at 65 535. Bit 63: the
 /// probed instruction is single-stepped.
 pub mod probe_cookie {
-    const IN_CALL_MAX: u64 = 0xffff;
-    const TOTAL_MAX: u64 = 0x7fff;
+    pub const IN_CALL_MAX: u64 = 0x7fff;
+    pub const TOTAL_MAX: u64 = 0xffff;
     const STEPPED: u64 = 1 << 63;
 
     #[must_use]
@@ -50,7 +49,7 @@ pub mod probe_cookie {
             total_ns
         };
         let kind = if stepped { STEPPED } else { 0 };
-        boundary as u64 | in_call << 32 | total << 48 | kind
+        boundary as u64 | in_call << 32 | total << 47 | kind
     }
 
     #[must_use]
@@ -65,7 +64,7 @@ pub mod probe_cookie {
 
     #[must_use]
     pub const fn total_ns(cookie: u64) -> u64 {
-        (cookie >> 48) & TOTAL_MAX
+        (cookie >> 47) & TOTAL_MAX
     }
 
     #[must_use]
@@ -136,7 +135,7 @@ pub struct CallRecord {
 
 impl CallRecord {
     /// The call's duration without the probe time inside it, at the costs calibrated at
-    /// start (userspace rescales them as it measures drift).
+    /// start.
     #[must_use]
     pub const fn corrected_ns(&self) -> u64 {
         self.duration_ns.saturating_sub(self.probe.sum())

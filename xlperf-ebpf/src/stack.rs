@@ -144,6 +144,20 @@ pub fn leave(boundary: u32, cookie: u64) {
     };
     if depth > idx + 1 {
         add((depth - idx - 1) as u64, |c| &mut c.abandoned);
+        // What the abandoned calls' nested probes cost ran inside this one.
+        let mut lost = ProbeTime::default();
+        for i in 0..MAX_DEPTH {
+            let j = idx + 1 + i;
+            if j >= depth {
+                break;
+            }
+            if let Some(f) = stack.frames.get(opaque(j)) {
+                lost.add_all(&f.nested);
+            }
+        }
+        if let Some(f) = stack.frames.get_mut(opaque(idx)) {
+            f.nested.add_all(&lost);
+        }
     }
     let Some(nested) = stack.frames.get(idx).map(|f| f.nested) else {
         return;

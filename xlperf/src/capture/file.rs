@@ -80,9 +80,10 @@ pub struct CaptureWriter {
 }
 
 impl CaptureWriter {
-    /// Checks that `path` can be written, before anything runs (it is created empty
-    /// if missing; an existing file is left as it is until [`Self::create`]).
+    /// Checks that `path` can be written, before anything runs; leaves no file behind
+    /// that was not there (an existing one is left as it is until [`Self::create`]).
     pub fn check(path: &Path) -> Result<(), CaptureError> {
+        let existed = path.exists();
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -92,7 +93,11 @@ impl CaptureWriter {
             .map_err(|source| CaptureError::Write {
                 path: path.to_owned(),
                 source,
-            })
+            })?;
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
     }
 
     pub fn create(path: &Path, meta: &Meta) -> Result<Self, CaptureError> {

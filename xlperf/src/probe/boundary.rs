@@ -188,6 +188,23 @@ pub fn select(
                     why: "it is past the end of the file".into(),
                 });
             }
+            // Inside a known function, the same rule as SYM+0xOFF; without a symbol around
+            // it, the offset is taken for a function's first instruction (as documented).
+            if let Some((function, into)) = image.function_at_offset(*offset)
+                && !prologue::keeps_return_address(
+                    image.code(function, prologue::CODE_WINDOW),
+                    into,
+                )
+            {
+                return Err(ProbeError::BadOffset {
+                    path: path.to_owned(),
+                    what: format!("{offset:#x}"),
+                    why: format!(
+                        "it is {into:#x} into {}, past where the stack moves (or not on an instruction boundary): the return probe would not find the return address",
+                        display_name(function)
+                    ),
+                });
+            }
             // An explicit site is probed exactly there: the user chose the instruction.
             let name = image.function_at_offset(*offset).map_or_else(
                 || format!("{offset:#x}"),
@@ -206,9 +223,12 @@ pub fn select(
                 .functions
                 .iter()
                 .find(|f| {
-                    f.names
-                        .iter()
-                        .any(|n| n == symbol || elf::demangle(n).as_deref() == Some(symbol))
+                    f.names.iter().any(|n| {
+                        n == symbol
+                            || elf::demangle(n).is_some_and(|d| {
+                                d == *symbol || d.split_once('(').is_some_and(|(b, _)| b == symbol)
+                            })
+                    })
                 })
                 .ok_or_else(|| ProbeError::NoMatchingFunction {
                     path: path.to_owned(),
@@ -220,6 +240,16 @@ pub fn select(
                     path: path.to_owned(),
                     what: format!("{symbol}+{offset:#x}"),
                     why: format!("{symbol} is only {} bytes long", function.size),
+                });
+            }
+            if !prologue::keeps_return_address(image.code(function, prologue::CODE_WINDOW), *offset)
+            {
+                return Err(ProbeError::BadOffset {
+                    path: path.to_owned(),
+                    what: format!("{symbol}+{offset:#x}"),
+                    why: format!(
+                        "the return probe needs the return address on top of the stack, and by then {symbol} has moved the stack (or the offset is not an instruction boundary); pick an offset before its first push"
+                    ),
                 });
             }
             let at = function.file_offset + offset;
@@ -255,22 +285,27 @@ pub fn select(
             for function in &image.functions {
                 // Shown under the name that matched (of several aliases), demangled when
                 // it is a mangled one.
-                let matched = function
-                    .names
-                    .iter()
-                    .find(|n| matcher.is_match(n.as_str()))
-                    .map(|n| elf::demangle(n).unwrap_or_else(|| n.clone()))
-                    .or_else(|| {
-                        demangled
-                            .then(|| {
-                                function
-                                    .names
-                                    .iter()
-                                    .filter_map(|n| elf::demangle(n))
-                                    .find(|n| matcher.is_match(n.as_str()))
-                            })
-                            .flatten()
-                    });
+                let matched =
+                    function
+                        .names
+                        .iter()
+                        .find(|n| matcher.is_match(n.as_str()))
+                        .map(|n| elf::demangle(n).unwrap_or_else(|| n.clone()))
+                        .or_else(|| {
+                            demangled
+                                .then(|| {
+                                    function.names.iter().filter_map(|n| elf::demangle(n)).find(
+                                        |n| {
+                                            // C++ names demangle with their parameters; a glob
+                                            // may leave them out (`ns::Klass::method`).
+                                            matcher.is_match(n.as_str())
+                                                || n.split_once('(')
+                                                    .is_some_and(|(bare, _)| matcher.is_match(bare))
+                                        },
+                                    )
+                                })
+                                .flatten()
+                        });
                 let Some(name) = matched else {
                     continue;
                 };
@@ -353,11 +388,23 @@ mod tests {
             .add(&FfiSpec::parse(&at).expect("spec"), &scope)
             .expect("by offset");
         assert_eq!(ids, vec![getpid.id], "the same site is the same boundary");
-        let inside = FfiSpec::parse("libc.so.6:getpid+0x1").expect("spec");
+        // getpid's second instruction (after endbr64 or whatever comes first) is still
+        // before any stack change; one byte in is inside the first instruction.
+        let image = ElfImage::read(&getpid.library).expect("libc");
+        let code = image.bytes_at(getpid.file_offset, 16);
+        let first = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE)
+            .decode()
+            .len() as u64;
+        let inside = FfiSpec::parse(&format!("libc.so.6:getpid+{first:#x}")).expect("spec");
         let ids = table.add(&inside, &scope).expect("symbol+offset");
         let b = table.get(ids[0]).expect("boundary");
-        assert_eq!(b.function, "getpid+0x1");
-        assert_eq!(b.file_offset, getpid.file_offset + 1);
+        assert_eq!(b.function, format!("getpid+{first:#x}"));
+        assert_eq!(b.file_offset, getpid.file_offset + first);
+        let mid = FfiSpec::parse("libc.so.6:getpid+0x1").expect("spec");
+        assert!(matches!(
+            table.add(&mid, &scope),
+            Err(ProbeError::BadOffset { .. })
+        ));
         let past = FfiSpec::parse("libc.so.6:getpid+0x100000").expect("spec");
         assert!(matches!(
             table.add(&past, &scope),

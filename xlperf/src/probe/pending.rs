@@ -100,18 +100,51 @@ impl Pending {
     }
 }
 
-/// The dynamic linker `program` will run under: its PT_INTERP, or the usual one for a
-/// script (whose interpreter's own interpreter it will be).
+/// The dynamic linker `program` will run under: its PT_INTERP; for a script, that of the
+/// interpreter on its `#!` line (followed a few levels); else the usual one.
 pub fn interpreter(program: &Path) -> PathBuf {
-    let from_elf = std::fs::read(program).ok().and_then(|data| {
-        use object::{Object as _, ObjectSection as _};
-        let file = object::File::parse(&*data).ok()?;
-        let interp = file.section_by_name(".interp")?.data().ok()?;
-        let text = std::str::from_utf8(interp).ok()?.trim_end_matches('\0');
-        Some(PathBuf::from(text))
-    });
-    let path = from_elf.unwrap_or_else(|| PathBuf::from(DEFAULT_INTERPRETER));
+    let mut current = program.to_path_buf();
+    for _ in 0..4 {
+        let Ok(data) = std::fs::read(&current) else {
+            break;
+        };
+        if let Some(interp) = pt_interp(&data) {
+            return std::fs::canonicalize(&interp).unwrap_or(interp);
+        }
+        // `#!/usr/bin/env bash` names bash's loader as well as env's: env's will do.
+        let Some(next) = shebang(&data) else {
+            break;
+        };
+        current = next;
+    }
+    let path = PathBuf::from(DEFAULT_INTERPRETER);
     std::fs::canonicalize(&path).unwrap_or(path)
+}
+
+/// The PT_INTERP program header of an ELF file (present even without section headers).
+fn pt_interp(data: &[u8]) -> Option<PathBuf> {
+    use object::{
+        Endianness,
+        elf::{FileHeader64, PT_INTERP},
+        read::elf::{FileHeader as _, ProgramHeader as _},
+    };
+    let header = FileHeader64::<Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let segment = header
+        .program_headers(endian, data)
+        .ok()?
+        .iter()
+        .find(|p| p.p_type(endian) == PT_INTERP)?;
+    let bytes = segment.data(endian, data).ok()?;
+    let text = std::str::from_utf8(bytes).ok()?.trim_end_matches('\0');
+    Some(PathBuf::from(text))
+}
+
+/// The interpreter named by a script's `#!` line.
+fn shebang(data: &[u8]) -> Option<PathBuf> {
+    let line = data.strip_prefix(b"#!")?.split(|&b| b == b'\n').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    text.split_whitespace().next().map(PathBuf::from)
 }
 
 /// Attaches the `_dl_debug_state` probe of `ld_so` for process `pid`, and lists the pid

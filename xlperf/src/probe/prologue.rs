@@ -1,14 +1,14 @@
 //! Where inside a function's prologue to put its probes.
 //!
 //! The kernel emulates a few x86 instructions at a uprobe (push reg, jmp/call rel, jcc,
-//! nop) and single-steps every other one out of line, which costs ~30x more here. The
+//! nop) and single-steps every other one out of line, which costs 4-15x more on our VMs. The
 //! common first instruction `endbr64` is single-stepped; `test rdi,rdi` (glibc's `free`)
 //! too. So we move the probe forward to the first emulated instruction, but only across
 //! instructions whose skipping changes nothing the probe observes, which depends on what
 //! the probe reads ([`Reads`]):
 //! - they fall through (no branch, call or return), so the new site is always reached;
-//! - they write neither `rsp` nor memory at `[rsp...]`: the return probe hijacks the
-//!   return address at `[rsp]` when the entry probe fires;
+//! - they write neither `rsp` nor memory (which could be `[rsp]`): the return probe
+//!   hijacks the return address at `[rsp]` when the entry probe fires;
 //! - they write no register the probe reads (an allocator probe's size argument, the
 //!   NIF dispatch probe's function pointer); a timing-only probe reads none;
 //! - no branch in the function lands between the old and the new site, which would make
@@ -60,6 +60,23 @@ pub struct ProbeSite {
     pub offset: u64,
     /// The kernel emulates the probed instruction (cheap) rather than single-stepping it.
     pub emulated: bool,
+}
+
+/// Whether a probe pair at `offset` bytes into a function whose code is `code` still finds
+/// the return address at `[rsp]`: every instruction before it falls through and writes
+/// neither `rsp` nor memory, and `offset` is an instruction boundary. Past a `push` or
+/// `sub rsp` the return probe would overwrite a saved register instead.
+pub fn keeps_return_address(code: &[u8], offset: u64) -> bool {
+    let mut info = InstructionInfoFactory::new();
+    for instr in decode(code) {
+        if instr.ip() == offset {
+            return true;
+        }
+        if instr.ip() > offset || !is_skippable(&instr, Reads::Nothing, &mut info) {
+            return false;
+        }
+    }
+    false
 }
 
 /// A site chosen by the user (`LIB:0xOFFSET`): exactly there, emulated or not.
@@ -163,11 +180,10 @@ fn is_skippable(instr: &Instruction, reads: Reads, info: &mut InstructionInfoFac
             OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
         )
     };
-    let stack_write = info
-        .used_memory()
-        .iter()
-        .any(|m| writes(m.access()) && m.base().full_register() == Register::RSP);
-    !stack_write
+    // Any memory write: `[rsp]` can be reached through another register too (`mov
+    // rbp,rsp; mov [rbp],x`), and prologues rarely write memory before their first push.
+    let memory_write = info.used_memory().iter().any(|m| writes(m.access()));
+    !memory_write
         && !info.used_registers().iter().any(|used| {
             writes(used.access())
                 && (used.register().full_register() == Register::RSP
@@ -246,6 +262,22 @@ mod tests {
         let code = [0x48, 0x8b, 0x07, 0x48, 0x8d, 0x48, 0x01, 0x53, 0xc3];
         assert_eq!(site_for(&code, Reads::Nothing), (7, true));
         assert_eq!(site(&code), (0, false));
+    }
+
+    #[test]
+    fn an_explicit_offset_must_come_before_the_stack_changes() {
+        // endbr64; mov eax,1; push rbp; ...
+        let code = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0xb8, 0x01, 0, 0, 0, 0x55, 0x48, 0x89, 0xe5, 0xc3,
+        ];
+        assert!(keeps_return_address(&code, 0));
+        assert!(keeps_return_address(&code, 4));
+        assert!(
+            keeps_return_address(&code, 9),
+            "at the push, before it runs"
+        );
+        assert!(!keeps_return_address(&code, 10), "after the push");
+        assert!(!keeps_return_address(&code, 5), "inside an instruction");
     }
 
     #[test]

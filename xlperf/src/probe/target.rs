@@ -140,6 +140,9 @@ impl Suspended {
             // child's copy of our memory) until execv replaces the image.
             unsafe {
                 libc::close(write_end.as_raw_fd());
+                // Should xlperf die (even by SIGKILL) while the dynamic-linker probe has
+                // this process stopped, the kernel resumes it. Kept across execve.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGCONT);
                 if stdout_to_stderr {
                     libc::dup2(2, 1);
                 }
@@ -228,14 +231,21 @@ impl Suspended {
 }
 
 impl Drop for Suspended {
-    /// A child never released (an error happened while attaching) must not run untraced.
+    /// A child never released (an error happened while attaching) must not run untraced;
+    /// a released one may be stopped by the dynamic-linker probe and must not stay so.
     fn drop(&mut self) {
-        if self.gate.is_some() && !self.reaped {
+        if self.reaped {
+            return;
+        }
+        if self.gate.is_some() {
             // SAFETY: kill and reap our own child.
             unsafe {
                 libc::kill(self.raw_pid(), libc::SIGKILL);
                 libc::waitpid(self.raw_pid(), std::ptr::null_mut(), 0);
             }
+        } else {
+            // SAFETY: signals our own, not yet reaped child.
+            unsafe { libc::kill(self.raw_pid(), libc::SIGCONT) };
         }
     }
 }

@@ -104,7 +104,10 @@ pub fn detect(summary: &Summary) -> Vec<Insight> {
                 .map(|w| match w.pid {
                     0 => "; woken mostly by interrupts (a timer or a device)".to_owned(),
                     pid if pid == b.pid => {
-                        format!("; woken mostly by its own thread {} ({})", w.tid, w.comm)
+                        format!(
+                            "; woken mostly by thread {} ({}) of the same process",
+                            w.tid, w.comm
+                        )
                     }
                     pid => format!("; woken mostly by {} (pid {pid}, thread {})", w.comm, w.tid),
                 })

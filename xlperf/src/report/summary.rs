@@ -1,6 +1,8 @@
 //! The versioned summary of a recording; `--json` prints it as is.
 //!
-//! Schema version 1. Field names never change within a version; new fields may appear.
+//! Schema version 2. Field names and meanings never change within a version; new fields
+//! may appear. Version 2: durations exclude the probes' own time (`raw` has them as
+//! measured), and `overhead_ns`, `probe_costs`, per-row `probe_site`/`probe_cost_ns`.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,7 @@ use crate::{
     },
 };
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
