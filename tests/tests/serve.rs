@@ -386,3 +386,37 @@ fn serve_all_counts_a_process_that_starts_later() {
         (sample(&body, "xlperf_crossing_calls_total", pid) == Some(6.0)).then_some(())
     });
 }
+
+#[test]
+fn serve_attaches_to_a_library_a_command_loads_later_by_its_bare_name() {
+    const N: u64 = 321;
+    let c = xlperf_tests::c_workloads();
+    let port = free_port();
+    // dl_driver dlopens libxlcalc.so by a path no loader search knows: serve, like
+    // record, attaches when the dynamic linker has mapped it, so no call is missed.
+    let _xlperf = serve(
+        &[
+            "--ffi",
+            "libxlcalc.so:xl_square",
+            "--",
+            xlperf_tests::s(&c.dl_driver),
+            xlperf_tests::s(&c.lib),
+            "xl_square",
+            &N.to_string(),
+        ],
+        port,
+    );
+    eventually(Duration::from_secs(20), "every call of xl_square", || {
+        let (_, body) = get(port, "/metrics", None)?;
+        let calls: f64 = body
+            .lines()
+            .find(|l| {
+                l.starts_with("xlperf_crossing_calls_total{") && l.contains("xl_square")
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (calls == N as f64).then_some(())
+    });
+}

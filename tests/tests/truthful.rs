@@ -219,8 +219,7 @@ fn python_zlib_with_empty_brace_alternatives() {
 fn a_library_the_target_never_maps_is_reported_not_silently_zero() {
     let _serial = serial();
     let w = c_workloads();
-    let out = xlperf(&[
-        "record",
+    let args = [
         "--ffi",
         "libz.so.1:deflate",
         "--",
@@ -228,7 +227,8 @@ fn a_library_the_target_never_maps_is_reported_not_silently_zero() {
         "3",
         "1",
         "0",
-    ]);
+    ];
+    let out = xlperf(&[&["record"][..], &args].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -236,15 +236,7 @@ fn a_library_the_target_never_maps_is_reported_not_silently_zero() {
             && !stdout.contains("no traced function was called"),
         "{stdout}"
     );
-    let summary = record_json(&[
-        "--ffi",
-        "libz.so.1:deflate",
-        "--",
-        s(&w.driver),
-        "3",
-        "1",
-        "0",
-    ]);
+    let summary = record_json(&args);
     assert_eq!(summary["never_mapped"], serde_json::json!(["libz.so.1"]));
     assert_eq!(summary["boundaries"], serde_json::json!([]));
 }

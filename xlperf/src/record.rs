@@ -30,10 +30,9 @@ use crate::{
         alloc::AllocTracing,
         attach::{self, Attachment},
         beam::{self, tracing::NifTracing},
-        boundary::{self, BoundaryTable},
+        boundary::BoundaryTable,
         calibrate::{self, ProbeCosts},
-        elf::ElfImage,
-        library::{self, Found, Scope},
+        library::Scope,
         links::Links,
         loader,
         pending::{self, Pending},
@@ -123,7 +122,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         Targets::All => attachments.push(Attachment::all(add_all(&mut table, specs, &Scope::All)?)),
         Targets::Command(argv) => {
             let program = target::find_program(argv.first().map_or("", String::as_str))?;
-            let (ids, waiting, functions) = add_for_command(&mut table, specs, &program)?;
+            let (ids, waiting, functions) = pending::add_for_command(&mut table, specs, &program)?;
             expected_later = functions;
             command = Some((program, ids, waiting));
         }
@@ -608,36 +607,15 @@ impl Collector {
         args: &RecordArgs,
     ) -> anyhow::Result<()> {
         let pid = pending.pid();
-        let (resolved, failed) = pending.resolve(&mut self.table);
-        for (spec, error) in failed {
-            eprintln!("xlperf: --ffi {}: {error}", spec.library.display());
-        }
-        if self.table.len() > args.probes.max_functions {
-            return Err(ProbeError::TooManyFunctions {
-                count: self.table.len(),
-                max: args.probes.max_functions,
-            }
-            .into());
-        }
-        let nonzero = target::check_pid(pid)?;
-        for found in resolved {
-            attach::attach_ffi(
-                ebpf,
-                costs,
-                &self.table,
-                &[Attachment::pid(nonzero, found.ids.clone())],
-                links,
-            )?;
-            eprintln!(
-                "xlperf: {} is {} (mapped by pid {pid}): {} function(s) traced from now on",
-                found.spec.library.display(),
-                found.path.display(),
-                found.ids.len()
-            );
-        }
-        if pending.is_empty() {
-            pending::set_watched(ebpf, pid, false)?;
-        }
+        let (resolved, failed) = pending::attach_mapped(
+            ebpf,
+            costs,
+            &mut self.table,
+            pending,
+            links,
+            args.probes.max_functions,
+        )?;
+        report_mapped(pid, &resolved, &failed);
         Ok(())
     }
 
@@ -647,6 +625,25 @@ impl Collector {
                 .context("probing newly loaded NIF libraries")?;
         }
         Ok(())
+    }
+}
+
+/// Says which file each waited-for library turned out to be, and which matched nothing.
+pub(crate) fn report_mapped(
+    pid: u32,
+    resolved: &[pending::Resolved],
+    failed: &[pending::Unmatched],
+) {
+    for (spec, error) in failed {
+        eprintln!("xlperf: --ffi {}: {error}", spec.library.display());
+    }
+    for found in resolved {
+        eprintln!(
+            "xlperf: {} is {} (mapped by pid {pid}): {} function(s) traced from now on",
+            found.spec.library.display(),
+            found.path.display(),
+            found.ids.len()
+        );
     }
 }
 
@@ -715,37 +712,6 @@ fn find_vm(
             }
         }
     }
-}
-
-/// The boundaries a command gets before it starts (paths, its own executable), and the
-/// specs whose library it must map first, checked now against the file the loader's
-/// search finds when it finds one (their function count is the third value).
-fn add_for_command(
-    table: &mut BoundaryTable,
-    specs: &[FfiSpec],
-    program: &std::path::Path,
-) -> Result<(Vec<u32>, Vec<FfiSpec>, usize), ProbeError> {
-    let scope = Scope::Program(program);
-    let (mut ids, mut later, mut expected_functions) = (Vec::new(), Vec::new(), 0);
-    for spec in specs {
-        match library::find(&spec.library, &scope)? {
-            Found::File(path) => {
-                for id in table.add_file(spec, &path)? {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-            }
-            Found::Later { expected } => {
-                if let Some(path) = &expected {
-                    expected_functions +=
-                        boundary::select(spec, path, &ElfImage::read(path)?)?.len();
-                }
-                later.push(spec.clone());
-            }
-        }
-    }
-    Ok((ids, later, expected_functions))
 }
 
 fn add_all(

@@ -1,24 +1,28 @@
 /* The same work behind two prologues, and untraced twins of both.
  *
- * xl_leaf_stepped begins `mov; lea; loop`: no instruction the kernel emulates can be
- * reached, so its probe is single-stepped (~15 µs a call here, most of it inside the
- * call). xl_leaf_push begins `push %rbp`, which the kernel emulates. The *_twin copies
- * are never traced: the driver times them to know what a call really costs. */
+ * A "stepped" leaf begins `mov; lea; loop`: no instruction the kernel emulates can be
+ * reached, so its probe is single-stepped (several µs a call here, most of it inside the
+ * call). A "push" leaf begins `push %rbp`, which the kernel emulates. The twin_* copies
+ * are never traced: the driver times them to know what a call really costs. Each body
+ * runs its loop edi times. */
     .text
 
-    .globl xl_leaf_stepped
-    .type xl_leaf_stepped,@function
-xl_leaf_stepped:
+.macro leaf_stepped name
+    .globl \name
+    .type \name,@function
+\name:
     mov %edi, %ecx
     lea 1(%rdi), %rax
 1:  lea (%rax,%rcx,2), %rax
     loop 1b
     ret
-    .size xl_leaf_stepped, .-xl_leaf_stepped
+    .size \name, .-\name
+.endm
 
-    .globl xl_leaf_push
-    .type xl_leaf_push,@function
-xl_leaf_push:
+.macro leaf_push name
+    .globl \name
+    .type \name,@function
+\name:
     push %rbp
     mov %edi, %ecx
     lea 1(%rdi), %rax
@@ -26,28 +30,12 @@ xl_leaf_push:
     loop 1b
     pop %rbp
     ret
-    .size xl_leaf_push, .-xl_leaf_push
+    .size \name, .-\name
+.endm
 
-    .globl twin_leaf_stepped
-    .type twin_leaf_stepped,@function
-twin_leaf_stepped:
-    mov %edi, %ecx
-    lea 1(%rdi), %rax
-1:  lea (%rax,%rcx,2), %rax
-    loop 1b
-    ret
-    .size twin_leaf_stepped, .-twin_leaf_stepped
-
-    .globl twin_leaf_push
-    .type twin_leaf_push,@function
-twin_leaf_push:
-    push %rbp
-    mov %edi, %ecx
-    lea 1(%rdi), %rax
-1:  lea (%rax,%rcx,2), %rax
-    loop 1b
-    pop %rbp
-    ret
-    .size twin_leaf_push, .-twin_leaf_push
+    leaf_stepped xl_leaf_stepped
+    leaf_push xl_leaf_push
+    leaf_stepped twin_leaf_stepped
+    leaf_push twin_leaf_push
 
     .section .note.GNU-stack,"",@progbits

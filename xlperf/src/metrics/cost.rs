@@ -211,6 +211,11 @@ fn comm_of(bytes: &[u8; 16]) -> String {
 mod tests {
     use super::*;
 
+    /// A call with no probe time inside it.
+    fn feed(agg: &mut CostAggregator, record: CallRecord, cost: Option<&Cost>) {
+        agg.call(&record, cost, record.duration_ns);
+    }
+
     fn call(boundary: u32, depth: u32, start_ns: u64, duration_ns: u64) -> CallRecord {
         CallRecord {
             start_ns,
@@ -238,21 +243,9 @@ mod tests {
     fn nested_figures_add_to_the_parent_only_inclusively() {
         let mut agg = CostAggregator::default();
         // A (boundary 1) runs 100..200 and allocates once; B (2) runs twice inside it.
-        agg.call(
-            &call(2, 2, 110, 10),
-            Some(&allocs(5, 500)),
-            call(2, 2, 110, 10).duration_ns,
-        );
-        agg.call(
-            &call(2, 2, 130, 10),
-            Some(&allocs(5, 500)),
-            call(2, 2, 130, 10).duration_ns,
-        );
-        agg.call(
-            &call(1, 1, 100, 100),
-            Some(&allocs(1, 7)),
-            call(1, 1, 100, 100).duration_ns,
-        );
+        feed(&mut agg, call(2, 2, 110, 10), Some(&allocs(5, 500)));
+        feed(&mut agg, call(2, 2, 130, 10), Some(&allocs(5, 500)));
+        feed(&mut agg, call(1, 1, 100, 100), Some(&allocs(1, 7)));
         let a = &agg.boundaries[&(7, 1)];
         let b = &agg.boundaries[&(7, 2)];
         assert_eq!((b.own.alloc_count, b.inclusive.alloc_count), (10, 10));
@@ -260,7 +253,7 @@ mod tests {
         assert_eq!(a.inclusive.alloc_bytes, 1007);
         assert_eq!(a.self_ns, 80);
         // A second A with no nested calls starts clean.
-        agg.call(&call(1, 1, 300, 50), None, call(1, 1, 300, 50).duration_ns);
+        feed(&mut agg, call(1, 1, 300, 50), None);
         assert_eq!(agg.boundaries[&(7, 1)].inclusive.alloc_count, 11);
         assert_eq!(agg.boundaries[&(7, 1)].self_ns, 130);
     }
@@ -269,43 +262,23 @@ mod tests {
     fn children_of_a_lost_parent_are_not_inherited() {
         let mut agg = CostAggregator::default();
         // B's parent record was lost; the next outermost call started after B.
-        agg.call(
-            &call(2, 2, 110, 10),
-            Some(&allocs(5, 500)),
-            call(2, 2, 110, 10).duration_ns,
-        );
-        agg.call(&call(1, 1, 300, 50), None, call(1, 1, 300, 50).duration_ns);
+        feed(&mut agg, call(2, 2, 110, 10), Some(&allocs(5, 500)));
+        feed(&mut agg, call(1, 1, 300, 50), None);
         assert_eq!(agg.boundaries[&(7, 1)].inclusive.alloc_count, 0);
     }
 
     #[test]
     fn live_blocks_fall_in_quarters_of_the_crossings_own_calls() {
         let mut agg = CostAggregator::default();
-        agg.call(
-            &call(1, 1, 1_000, 100),
-            None,
-            call(1, 1, 1_000, 100).duration_ns,
-        );
-        agg.call(
-            &call(1, 1, 4_900, 100),
-            None,
-            call(1, 1, 4_900, 100).duration_ns,
-        );
+        feed(&mut agg, call(1, 1, 1_000, 100), None);
+        feed(&mut agg, call(1, 1, 4_900, 100), None);
         // Calls span 1000..5000: a leak keeps blocks from all of it...
         for ns in [1_050, 2_100, 3_100, 4_950] {
             agg.live(7, 1, 10, ns);
         }
         // ...a cache that filled up at the start does not.
-        agg.call(
-            &call(2, 1, 1_000, 100),
-            None,
-            call(2, 1, 1_000, 100).duration_ns,
-        );
-        agg.call(
-            &call(2, 1, 9_000, 100),
-            None,
-            call(2, 1, 9_000, 100).duration_ns,
-        );
+        feed(&mut agg, call(2, 1, 1_000, 100), None);
+        feed(&mut agg, call(2, 1, 9_000, 100), None);
         agg.live(7, 2, 10, 1_050);
         assert_eq!(agg.boundaries[&(7, 1)].live_by_quarter, [10, 10, 10, 10]);
         assert_eq!(agg.boundaries[&(7, 2)].live_by_quarter, [10, 0, 0, 0]);

@@ -20,7 +20,14 @@ use aya::{
 };
 
 use super::{
-    ProbeError, boundary::BoundaryTable, elf::ElfImage, library, links::Links, maps, prologue,
+    ProbeError,
+    attach::{self, Attachment},
+    boundary::{self, BoundaryTable},
+    calibrate::ProbeCosts,
+    elf::ElfImage,
+    library::{self, Found, Scope},
+    links::Links,
+    maps, prologue,
 };
 use crate::cli::FfiSpec;
 
@@ -44,6 +51,9 @@ pub struct Resolved {
     pub path: PathBuf,
     pub ids: Vec<u32>,
 }
+
+/// A spec whose library was mapped but named nothing in it, and why.
+pub type Unmatched = (FfiSpec, ProbeError);
 
 impl Pending {
     pub fn new(pid: u32, waiting: Vec<FfiSpec>) -> Self {
@@ -69,10 +79,7 @@ impl Pending {
     /// Adds to `table` the functions of every waiting library the process maps now.
     /// A mapped library none of whose functions match is an error for that spec alone:
     /// it is returned with the others' results and no longer waited for.
-    pub fn resolve(
-        &mut self,
-        table: &mut BoundaryTable,
-    ) -> (Vec<Resolved>, Vec<(FfiSpec, ProbeError)>) {
+    pub fn resolve(&mut self, table: &mut BoundaryTable) -> (Vec<Resolved>, Vec<Unmatched>) {
         let Ok(mappings) = maps::read(self.pid) else {
             return (Vec::new(), Vec::new());
         };
@@ -98,6 +105,87 @@ impl Pending {
         self.waiting = still;
         (resolved, failed)
     }
+}
+
+/// The boundaries a command gets before it starts (paths, its own executable), and the
+/// specs whose library it must map first, checked now against the file the loader's
+/// search finds when it finds one (their function count is the third value).
+pub fn add_for_command(
+    table: &mut BoundaryTable,
+    specs: &[FfiSpec],
+    program: &Path,
+) -> Result<(Vec<u32>, Vec<FfiSpec>, usize), ProbeError> {
+    let scope = Scope::Program(program);
+    let (mut ids, mut later, mut expected_functions) = (Vec::new(), Vec::new(), 0);
+    for spec in specs {
+        match library::find(&spec.library, &scope)? {
+            Found::File(path) => {
+                for id in table.add_file(spec, &path)? {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            Found::Later { expected } => {
+                if let Some(path) = &expected {
+                    expected_functions +=
+                        boundary::select(spec, path, &ElfImage::read(path)?)?.len();
+                }
+                later.push(spec.clone());
+            }
+        }
+    }
+    Ok((ids, later, expected_functions))
+}
+
+/// Attaches to every library `pending`'s process waited for and maps now (the process is
+/// stopped meanwhile), in `links`; stops watching it once it waits for nothing. Returns
+/// what was attached, and the specs that matched nothing in the file the process mapped
+/// (they are not waited for any more). The caller resumes the process.
+pub fn attach_mapped(
+    ebpf: &mut Ebpf,
+    costs: &ProbeCosts,
+    table: &mut BoundaryTable,
+    pending: &mut Pending,
+    links: &mut Links,
+    max_functions: usize,
+) -> Result<(Vec<Resolved>, Vec<Unmatched>), ProbeError> {
+    let pid = pending.pid();
+    let (resolved, failed) = pending.resolve(table);
+    if table.len() > max_functions {
+        return Err(ProbeError::TooManyFunctions {
+            count: table.len(),
+            max: max_functions,
+        });
+    }
+    let nonzero = super::target::check_pid(pid)?;
+    for found in &resolved {
+        attach::attach_ffi(
+            ebpf,
+            costs,
+            table,
+            &[Attachment::pid(nonzero, found.ids.clone())],
+            links,
+        )?;
+    }
+    if pending.is_empty() {
+        set_watched(ebpf, pid, false)?;
+    }
+    Ok((resolved, failed))
+}
+
+/// The dynamic linker a running process uses: the `ld-linux*` file it maps.
+pub fn interpreter_of_pid(pid: u32) -> Option<PathBuf> {
+    maps::read(pid)
+        .ok()?
+        .into_iter()
+        .filter_map(|m| m.path)
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with("ld-linux") || f.starts_with("ld-musl"))
+        })
+        .map(|p| maps::host_path(pid, &p))
 }
 
 /// The dynamic linker `program` will run under: its PT_INTERP; for a script, that of the

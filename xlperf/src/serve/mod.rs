@@ -27,9 +27,10 @@ use crate::{
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
         calibrate::{self, ProbeCosts},
-        library::Scope,
+        library::{self, Found, Scope},
         links::Links,
         loader,
+        pending::{self, Pending},
         prologue::ProbeSite,
         target, tracepoints,
     },
@@ -141,7 +142,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
     // `-p X -p X` is one process: probing it twice would count every call twice.
     pids.dedup();
     for pid in pids {
-        tracer.add(pid, None)?;
+        tracer.add(pid, None, false)?;
     }
     if args.all {
         tracer.add_all()?;
@@ -150,7 +151,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         Some((command, _)) => {
             let program = target::find_program(command)?;
             let child = target::Suspended::spawn(&program, &args.command, false)?;
-            tracer.add(child.pid().get(), Some(&program))?;
+            tracer.add(child.pid().get(), Some(&program), false)?;
             Some(child)
         }
         None => None,
@@ -159,7 +160,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         child.release().context("starting the command")?;
     }
     for pid in tracer.new_by_name() {
-        if let Err(e) = tracer.add(pid, None) {
+        if let Err(e) = tracer.add(pid, None, true) {
             eprintln!("xlperf: not tracing pid {pid}: {e:#}");
         }
     }
@@ -199,7 +200,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             let elapsed = last_scan.elapsed();
             last_scan = Instant::now();
             for pid in tracer.new_by_name() {
-                if let Err(e) = tracer.add(pid, None) {
+                if let Err(e) = tracer.add(pid, None, true) {
                     eprintln!("xlperf: not tracing pid {pid}: {e:#}");
                 }
             }
@@ -253,6 +254,8 @@ struct Process {
     links: Links,
     /// When it was seen gone; its series go `--grace` later.
     exited: Option<Instant>,
+    /// `--ffi` libraries it has not mapped yet (a command, or a process found by --comm).
+    pending: Option<Pending>,
 }
 
 struct Tracer<'a> {
@@ -291,7 +294,15 @@ impl Tracer<'_> {
 
     /// Attaches every probe that applies to `pid`; `program`: the command it is about to
     /// run (spawned suspended), whose libraries are not mapped yet.
-    fn add(&mut self, pid: u32, program: Option<&std::path::Path>) -> anyhow::Result<()> {
+    /// Starts tracing `pid`: a command about to start (`program`), or a running process;
+    /// `wait` lets a running one (found by --comm) map its libraries later, as a command
+    /// may, where `-p` requires them mapped now.
+    fn add(
+        &mut self,
+        pid: u32,
+        program: Option<&std::path::Path>,
+        wait: bool,
+    ) -> anyhow::Result<()> {
         let nonzero = target::check_target(pid)?;
         let scope = UProbeScope::OneProcess(nonzero);
         let lookup = match program {
@@ -299,13 +310,13 @@ impl Tracer<'_> {
             None => Scope::Pid(pid),
         };
         let mut links = Links::default();
-        let mut ids = Vec::new();
-        for spec in &self.specs {
-            ids.extend(self.table.add(spec, &lookup)?);
-        }
-        if self.table.len() > self.args.probes.max_functions {
+        let (ids, later, expected) = match program {
+            Some(program) => pending::add_for_command(&mut self.table, &self.specs, program)?,
+            None => self.add_running(pid, wait)?,
+        };
+        if self.table.len() + expected > self.args.probes.max_functions {
             return Err(ProbeError::TooManyFunctions {
-                count: self.table.len(),
+                count: self.table.len() + expected,
                 max: self.args.probes.max_functions,
             }
             .into());
@@ -317,6 +328,17 @@ impl Tracer<'_> {
             &[Attachment::pid(nonzero, ids)],
             &mut links,
         )?;
+        let pending = if later.is_empty() {
+            None
+        } else {
+            let ld_so = match program {
+                Some(program) => pending::interpreter(program),
+                None => pending::interpreter_of_pid(pid)
+                    .ok_or_else(|| anyhow!("pid {pid} maps no dynamic linker: it cannot load the libraries named with --ffi later"))?,
+            };
+            pending::watch(&mut self.ebpf, &mut links, nonzero, &ld_so)?;
+            Some(Pending::new(pid, later))
+        };
         let vm = match program {
             Some(program) if self.args.probes.nif || beam::is_launcher(program) => {
                 Some(beam::vm_for_program(program)?)
@@ -375,9 +397,54 @@ impl Tracer<'_> {
             Process {
                 links,
                 exited: None,
+                pending,
             },
         );
         Ok(())
+    }
+
+    /// The --ffi boundaries of a running process: files it maps now, and (with `wait`)
+    /// the specs whose library it does not map yet.
+    fn add_running(
+        &mut self,
+        pid: u32,
+        wait: bool,
+    ) -> Result<(Vec<u32>, Vec<FfiSpec>, usize), ProbeError> {
+        let (mut ids, mut later) = (Vec::new(), Vec::new());
+        for spec in &self.specs {
+            match library::find(&spec.library, &Scope::Pid(pid)) {
+                Ok(Found::File(path)) => ids.extend(self.table.add_file(spec, &path)?),
+                Err(ProbeError::NotMapped { .. }) if wait => later.push(spec.clone()),
+                Ok(Found::Later { .. }) => later.push(spec.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((ids, later, 0))
+    }
+
+    /// Attaches to the libraries stopped processes have just mapped, and resumes them
+    /// (also when attaching failed).
+    fn attach_mapped(&mut self, stopped: Vec<u32>) {
+        for pid in stopped {
+            if let Some(process) = self.processes.get_mut(&pid)
+                && let Some(waiting) = process.pending.as_mut()
+            {
+                match pending::attach_mapped(
+                    &mut self.ebpf,
+                    &self.costs,
+                    &mut self.table,
+                    waiting,
+                    &mut process.links,
+                    self.args.probes.max_functions,
+                ) {
+                    Ok((resolved, failed)) => {
+                        crate::record::report_mapped(pid, &resolved, &failed);
+                    }
+                    Err(e) => eprintln!("xlperf: pid {pid}: attaching to what it mapped: {e}"),
+                }
+            }
+            pending::resume(pid);
+        }
     }
 
     /// `--all`: the --ffi functions in every process that maps their libraries, and with
@@ -421,6 +488,7 @@ impl Tracer<'_> {
             Process {
                 links,
                 exited: None,
+                pending: None,
             },
         );
         Ok(())
@@ -466,11 +534,15 @@ impl Tracer<'_> {
     /// Takes in every record available now.
     fn drain(&mut self, records: &mut CallRecords) {
         let mut calls: Vec<CallEvent> = Vec::new();
-        records.drain_items(|item| {
-            if let Item::Call(record, cost) = item {
-                calls.push(CallEvent { record, cost });
-            }
+        let mut stopped = Vec::new();
+        records.drain_items(|item| match item {
+            Item::Call(record, cost) => calls.push(CallEvent { record, cost }),
+            Item::MapChange(change) => stopped.push(change.pid),
+            Item::OffCpu(_) => {}
         });
+        stopped.sort_unstable();
+        stopped.dedup();
+        self.attach_mapped(stopped);
         if let Some(nif) = self.nif.as_mut() {
             nif.name_batch(&mut calls, &mut self.table, |e| &mut e.record);
         }
@@ -492,6 +564,7 @@ impl Tracer<'_> {
             self.processes.entry(pid).or_insert_with(|| Process {
                 links: Links::default(),
                 exited: None,
+                pending: None,
             });
             let comm = self.comms.entry(pid).or_insert_with(|| target::comm(pid));
             let duration = call.record.corrected_ns();
