@@ -410,9 +410,7 @@ fn serve_attaches_to_a_library_a_command_loads_later_by_its_bare_name() {
         let (_, body) = get(port, "/metrics", None)?;
         let calls: f64 = body
             .lines()
-            .find(|l| {
-                l.starts_with("xlperf_crossing_calls_total{") && l.contains("xl_square")
-            })?
+            .find(|l| l.starts_with("xlperf_crossing_calls_total{") && l.contains("xl_square"))?
             .rsplit(' ')
             .next()?
             .parse()

@@ -174,20 +174,6 @@ pub fn attach_mapped(
     Ok((resolved, failed))
 }
 
-/// The dynamic linker a running process uses: the `ld-linux*` file it maps.
-pub fn interpreter_of_pid(pid: u32) -> Option<PathBuf> {
-    maps::read(pid)
-        .ok()?
-        .into_iter()
-        .filter_map(|m| m.path)
-        .find(|p| {
-            p.rsplit('/')
-                .next()
-                .is_some_and(|f| f.starts_with("ld-linux") || f.starts_with("ld-musl"))
-        })
-        .map(|p| maps::host_path(pid, &p))
-}
-
 /// The dynamic linker `program` will run under: its PT_INTERP; for a script, that of the
 /// interpreter on its `#!` line (followed a few levels); else the usual one.
 pub fn interpreter(program: &Path) -> PathBuf {
@@ -282,7 +268,11 @@ pub fn set_watched(ebpf: &mut Ebpf, pid: u32, on: bool) -> Result<(), ProbeError
     let result = if on {
         watch.insert(pid, 1, 0)
     } else {
-        watch.remove(&pid)
+        // A process never watched (found by --comm) is not in the map: nothing to undo.
+        match watch.remove(&pid) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other,
+        }
     };
     result.map_err(|source| ProbeError::Map {
         what: format!("updating the library-watch entry of pid {pid}"),

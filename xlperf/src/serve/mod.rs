@@ -210,6 +210,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             }
             tracer.retire();
             tracer.rescan();
+            tracer.attach_rescanned();
             let dropped = loader::counters(&tracer.ebpf)?
                 .zip_with(&calibration, u64::saturating_sub)
                 .dropped;
@@ -328,15 +329,21 @@ impl Tracer<'_> {
             &[Attachment::pid(nonzero, ids)],
             &mut links,
         )?;
+        // Only a command xlperf started is stopped while it maps libraries (nobody else
+        // sees those stops); a process found by --comm, whose parent could (a shell would
+        // take its terminal back), is rescanned every second instead, and its calls into
+        // a library before that are missed.
         let pending = if later.is_empty() {
             None
         } else {
-            let ld_so = match program {
-                Some(program) => pending::interpreter(program),
-                None => pending::interpreter_of_pid(pid)
-                    .ok_or_else(|| anyhow!("pid {pid} maps no dynamic linker: it cannot load the libraries named with --ffi later"))?,
-            };
-            pending::watch(&mut self.ebpf, &mut links, nonzero, &ld_so)?;
+            if let Some(program) = program {
+                pending::watch(
+                    &mut self.ebpf,
+                    &mut links,
+                    nonzero,
+                    &pending::interpreter(program),
+                )?;
+            }
             Some(Pending::new(pid, later))
         };
         let vm = match program {
@@ -426,24 +433,43 @@ impl Tracer<'_> {
     /// (also when attaching failed).
     fn attach_mapped(&mut self, stopped: Vec<u32>) {
         for pid in stopped {
-            if let Some(process) = self.processes.get_mut(&pid)
-                && let Some(waiting) = process.pending.as_mut()
-            {
-                match pending::attach_mapped(
-                    &mut self.ebpf,
-                    &self.costs,
-                    &mut self.table,
-                    waiting,
-                    &mut process.links,
-                    self.args.probes.max_functions,
-                ) {
-                    Ok((resolved, failed)) => {
-                        crate::record::report_mapped(pid, &resolved, &failed);
-                    }
-                    Err(e) => eprintln!("xlperf: pid {pid}: attaching to what it mapped: {e}"),
-                }
-            }
+            self.attach_pending(pid);
             pending::resume(pid);
+        }
+    }
+
+    /// Attaches to the libraries processes found by --comm have mapped since the last scan.
+    fn attach_rescanned(&mut self) {
+        let waiting: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| {
+                p.exited.is_none() && p.pending.as_ref().is_some_and(|w| !w.is_empty())
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in waiting {
+            self.attach_pending(pid);
+        }
+    }
+
+    fn attach_pending(&mut self, pid: u32) {
+        let Some(process) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        let Some(waiting) = process.pending.as_mut() else {
+            return;
+        };
+        match pending::attach_mapped(
+            &mut self.ebpf,
+            &self.costs,
+            &mut self.table,
+            waiting,
+            &mut process.links,
+            self.args.probes.max_functions,
+        ) {
+            Ok((resolved, failed)) => crate::record::report_mapped(pid, &resolved, &failed),
+            Err(e) => eprintln!("xlperf: pid {pid}: attaching to what it mapped: {e}"),
         }
     }
 
