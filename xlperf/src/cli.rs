@@ -36,6 +36,12 @@ pub enum Command {
     ///   sudo xlperf record --ffi 'libz.so.1:deflate*' -- python3 -c 'import zlib; zlib.compress(b"x")'
     ///   sudo xlperf record -p 4242 --ffi 'libssl.so.3:SSL_*' -d 10s
     ///   sudo xlperf record -p 4242 --ffi /opt/app/libfoo.so --json
+    ///   sudo xlperf record --ffi 'librs.so:*my_crate::parse*' -- ./app     (demangled Rust/C++)
+    ///   sudo xlperf record --ffi ./libx.so:0x1a2b0 -- ./app                (a function with no symbol)
+    ///
+    /// Latencies exclude the probes' own time (measured at start per kind of probe site);
+    /// the summary's overhead line counts every probe hit; --json `raw` has the durations
+    /// as measured.
     #[command(verbatim_doc_comment)]
     Record(RecordArgs),
     /// List what can be traced in a process: its runtime, and for an Erlang/Elixir VM its
@@ -169,10 +175,15 @@ pub struct ListArgs {
 pub struct ProbeArgs {
     /// Library (or executable) to trace, and which of its functions: LIB[:GLOB].
     ///
-    /// LIB is a path, or a name found in the target's memory maps or in the
-    /// dynamic linker's cache (`libz.so.1`, `libz`, or the program's own name).
-    /// GLOB selects functions by name from .dynsym and .symtab (default `*`).
-    /// Repeatable.
+    /// LIB is a path, or a name of a file the target really maps (`libz.so.1`,
+    /// `libz`, its executable's or process's name): with -p, one in its memory
+    /// maps; with a command, the file of that name it maps once running
+    /// (attached the moment the dynamic linker maps it, dlopen included); with
+    /// --all, the linker cache. GLOB selects functions from .dynsym and .symtab
+    /// (default `*`; `xl_{add,sub}`, empty alternatives too); Rust and C++ names
+    /// are shown demangled and a glob with `::` matches them
+    /// ('*my_crate::parse*'). `LIB:0xOFFSET` probes a function with no symbol by
+    /// its file offset, `LIB:SYMBOL+0x10` an offset into one. Repeatable.
     #[arg(long = "ffi", value_name = "LIB[:GLOB]")]
     pub ffi: Vec<String>,
 
