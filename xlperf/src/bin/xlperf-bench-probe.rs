@@ -9,9 +9,9 @@ use std::{num::NonZeroU32, path::Path, process::ExitCode};
 use anyhow::{Context as _, anyhow, bail};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use xlperf::probe::{
+    bpf::loader::{self, EMPTY_ENTRY, EMPTY_EXIT},
     elf::ElfImage,
-    loader::{self, EMPTY_ENTRY, EMPTY_EXIT},
-    target,
+    proc::target,
 };
 
 fn main() -> ExitCode {

@@ -23,7 +23,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use xlperf_common::{CallRecord, Cost, OffCpuRecord};
 
-use super::model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo};
+use crate::model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo};
 
 pub const MAGIC: &[u8; 10] = b"XLPERFCAP\n";
 /// 2: call records carry the probe time inside them; META has the calibrated costs.

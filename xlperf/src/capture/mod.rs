@@ -1,4 +1,3 @@
 //! Capture files: `record -o FILE` writes one while it records, `report FILE` reads it.
 
 pub mod file;
-pub mod model;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::ExportError;
 use super::timeline::{self, Arg, ArgValue, Slice, Thread};
-use crate::capture::model::Capture;
+use crate::model::Capture;
 
 /// Set in the id of a thread's off-CPU row. Linux thread ids stay below 2^22
 /// (`PID_MAX_LIMIT`), so this never names a real thread, and the id still fits the 32

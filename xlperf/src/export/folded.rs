@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use super::stacks::{self, ThreadCalls};
-use crate::capture::model::Capture;
+use crate::model::Capture;
 
 /// The folded lines of `capture`, each ending in a newline.
 pub fn render(capture: &Capture) -> String {

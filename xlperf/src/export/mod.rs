@@ -23,7 +23,7 @@ mod timeline;
 #[cfg(test)]
 mod testdata;
 
-use crate::capture::model::Capture;
+use crate::model::Capture;
 
 /// An output format of `report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 use prost::Message as _;
 
 use super::timeline::{self, Arg, ArgValue, CounterPoint, Slice, Thread};
-use crate::capture::model::Capture;
+use crate::model::Capture;
 
 /// The one packet sequence of the trace (0 would mean "no sequence").
 const SEQUENCE_ID: u32 = 1;

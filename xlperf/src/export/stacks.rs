@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use xlperf_common::CALIBRATION_BOUNDARY;
 use xlperf_common::is_calibration;
 
-use crate::capture::model::{CallEvent, Capture};
+use crate::model::{CallEvent, Capture};
 
 /// The calls of one thread, nested.
 #[derive(Debug)]

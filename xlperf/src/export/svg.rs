@@ -6,7 +6,7 @@ use xlperf_common::is_calibration;
 
 use super::ExportError;
 use super::folded;
-use crate::capture::model::Capture;
+use crate::model::Capture;
 
 /// Title of every graph: says what the widths measure, since it is not samples.
 pub const TITLE: &str = "xlperf: time in crossings (self time, µs)";

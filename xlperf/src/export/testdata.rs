@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use xlperf_common::{CallRecord, Cost, NO_BOUNDARY, OffCpuRecord};
 
-use crate::capture::model::{BoundaryInfo, CallEvent, Capture, Meta, ThreadInfo};
+use crate::model::{BoundaryInfo, CallEvent, Capture, Meta, ThreadInfo};
 
 /// `CLOCK_MONOTONIC` at the start of the recording.
 pub const BASE_NS: u64 = 1_000_000_000;

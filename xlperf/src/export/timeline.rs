@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use xlperf_common::{Cost, NO_BOUNDARY, OffCpuRecord};
 
 use super::stacks::{self, NestedCall};
-use crate::capture::model::Capture;
+use crate::model::Capture;
 
 /// Category of call slices whose boundary the file does not describe.
 const DEFAULT_CATEGORY: &str = "crossing";

@@ -11,11 +11,14 @@ use globset::{GlobBuilder, GlobSetBuilder};
 use super::{
     ProbeError,
     beam::entry::NifFunction,
-    elf::{self, ElfImage, Function},
+    elf::{self, ElfImage, Function, prologue},
     library::{self, Scope},
-    prologue::{self, ProbeSite},
 };
-use crate::cli::{FfiSpec, Pick};
+use crate::model::ProbeSite;
+use crate::{
+    cli::{FfiSpec, Pick},
+    model::{BoundaryInfo, NifInfo},
+};
 
 /// One traced function.
 #[derive(Debug, Clone)]
@@ -42,6 +45,36 @@ impl Boundary {
             || self.library.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         )
+    }
+}
+
+impl Boundary {
+    /// What the summary and capture files say about this boundary. `nif_site`: where the
+    /// NIF dispatch probes sit, when they (not a probe on each NIF) caught the NIF calls.
+    pub fn info(&self, nif_site: Option<ProbeSite>) -> BoundaryInfo {
+        let boundary = self;
+        let site = match (&boundary.nif, nif_site) {
+            (Some(_), Some(dispatch)) => dispatch,
+            _ => boundary.site,
+        };
+        BoundaryInfo {
+            library: boundary.library_name(),
+            library_path: boundary.library.display().to_string(),
+            function: boundary.function.clone(),
+            runtime: if boundary.nif.is_some() {
+                "beam"
+            } else {
+                "ffi"
+            }
+            .into(),
+            probe_offset: site.offset,
+            probe_emulated: site.emulated,
+            nif: boundary.nif.as_ref().map(|nif| NifInfo {
+                module: nif.module.clone(),
+                arity: nif.arity,
+                dirty: nif.dirty().map(str::to_owned),
+            }),
+        }
     }
 }
 

@@ -119,7 +119,7 @@ fn file_name(path: &Path) -> &str {
 
 /// A name in a running process: a file it maps, or its executable by process name.
 fn from_process(pid: u32, name: &str) -> Result<PathBuf, ProbeError> {
-    let mappings = super::maps::read(pid)?;
+    let mappings = super::proc::maps::read(pid)?;
     let paths: Vec<&str> = mappings.iter().filter_map(|m| m.path.as_deref()).collect();
     if let Some(path) = paths
         .iter()
@@ -130,14 +130,14 @@ fn from_process(pid: u32, name: &str) -> Result<PathBuf, ProbeError> {
     // The executable answers to the process's names too: `redis-server` runs the file
     // redis-check-rdb links to.
     if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe"))
-        && (super::target::comm(pid) == name || argv0(pid).as_deref() == Some(name))
+        && (super::proc::target::comm(pid) == name || argv0(pid).as_deref() == Some(name))
     {
         return Ok(in_mount_namespace_of(pid, &exe));
     }
     Err(ProbeError::NotMapped {
         pid,
         library: name.into(),
-        comm: super::target::comm(pid),
+        comm: super::proc::target::comm(pid),
         similar: similar(&paths, name),
     })
 }
@@ -178,7 +178,7 @@ fn similar(paths: &[&str], name: &str) -> Vec<String> {
 }
 
 /// Paths in /proc/PID/maps are in the target's mount namespace; reach them through its root.
-pub(super) fn in_mount_namespace_of(pid: u32, path: &Path) -> PathBuf {
+pub(crate) fn in_mount_namespace_of(pid: u32, path: &Path) -> PathBuf {
     let same_root = match (
         fs::metadata("/proc/self/root"),
         fs::metadata(format!("/proc/{pid}/root")),
@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn the_executable_answers_to_its_process_name() {
         let me = std::process::id();
-        let comm = crate::probe::target::comm(me);
+        let comm = crate::probe::proc::target::comm(me);
         let found = resolve(Path::new(&comm), &Scope::Pid(me)).expect("own exe by comm");
         let exe = fs::read_link("/proc/self/exe").expect("exe");
         assert_eq!(found, exe);

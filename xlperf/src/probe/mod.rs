@@ -1,20 +1,15 @@
-//! What to attach where: libraries, function symbols, probe sites, and the attach itself.
+//! What to attach where: the boundaries of a recording (`boundary`), the libraries they
+//! are in as the target sees them (`library`, `pending`), the runtimes (`beam/`, `alloc/`),
+//! and underneath, BPF plumbing (`bpf/`), `/proc` (`proc/`) and ELF and x86 code (`elf/`).
 
 pub mod alloc;
-pub mod attach;
 pub mod beam;
 pub mod boundary;
-pub mod calibrate;
+pub mod bpf;
 pub mod elf;
 pub mod library;
-pub mod links;
-pub mod loader;
-pub mod maps;
 pub mod pending;
-pub mod prologue;
-pub mod target;
-pub mod tracefs;
-pub mod tracepoints;
+pub mod proc;
 
 use std::path::PathBuf;
 

@@ -21,15 +21,17 @@ use aya::{
 
 use super::{
     ProbeError,
-    attach::{self, Attachment},
     boundary::{self, BoundaryTable},
-    calibrate::ProbeCosts,
-    elf::ElfImage,
+    bpf::{
+        attach::{self, Attachment},
+        links::Links,
+    },
+    elf::{ElfImage, prologue},
     library::{self, Found, Scope},
-    links::Links,
-    maps, prologue,
+    proc::maps,
 };
 use crate::cli::FfiSpec;
+use crate::model::ProbeCosts;
 
 /// The dynamic linker most x86-64 programs name as their interpreter.
 const DEFAULT_INTERPRETER: &str = "/lib64/ld-linux-x86-64.so.2";
@@ -158,7 +160,7 @@ pub fn attach_mapped(
             max: max_functions,
         });
     }
-    let nonzero = super::target::check_pid(pid)?;
+    let nonzero = super::proc::target::check_pid(pid)?;
     for found in &resolved {
         attach::attach_ffi(
             ebpf,

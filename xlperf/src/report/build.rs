@@ -10,8 +10,8 @@ use super::{
     summary::{self, Costs},
 };
 use crate::{
-    capture::model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo, ThreadOutside},
-    metrics::{calls::CallAggregator, cost::CostAggregator},
+    aggregate::{calls::CallAggregator, cost::CostAggregator},
+    model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo, ThreadOutside},
 };
 
 /// Everything the records of one recording feed.

@@ -1,7 +1,6 @@
 //! What a recording tells its user: the JSON summary and the terminal table.
 
 pub mod build;
-pub mod command;
 pub mod insights;
 pub mod summary;
 pub mod table;

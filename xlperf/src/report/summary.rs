@@ -6,20 +6,18 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use xlperf_common::thread_kind;
 
+pub use crate::model::{AllocRecording, NifRecording};
 use crate::{
-    capture::model::BoundaryInfo,
-    metrics::{
+    aggregate::{
         calls::{CallAggregator, CallStats},
         cost::{BoundaryCost, CostAggregator},
     },
-    probe::{
-        alloc::AllocProbe,
-        calibrate::{ProbeCosts, SiteKind},
-    },
+    model::BoundaryInfo,
+    model::{ProbeCosts, SiteKind},
 };
 
 pub const SCHEMA_VERSION: u32 = 2;
@@ -78,21 +76,6 @@ pub struct Summary {
     /// (drops, live blocks, threads' outside buckets) are missing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
-}
-
-/// How allocations were traced.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AllocRecording {
-    /// Most blocks tracked as live at once (`--alloc-live-max`).
-    pub live_capacity: u32,
-    /// `--alloc-sample`: one block tracked per this many bytes; `free_count`, `free_bytes`
-    /// and `live_bytes` are then estimates (allocation counts and bytes stay exact).
-    pub sample_bytes: Option<u64>,
-    /// Blocks forgotten because the live map was full: their frees count as untracked and
-    /// their bytes are missing from `live_bytes`.
-    pub live_evicted: u64,
-    /// Each allocator function probed and where.
-    pub probes: Vec<AllocProbe>,
 }
 
 /// Allocation figures of a crossing (its own, not those of calls nested in it).
@@ -223,26 +206,6 @@ pub struct Insight {
     pub tid: Option<u32>,
     pub function: Option<String>,
     pub message: String,
-}
-
-/// How NIF calls were caught, and what was seen but not reported.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NifRecording {
-    /// `dispatch` (probes on the VM's NIF call functions) or `fptr` (a probe pair on
-    /// each NIF function).
-    pub mode: String,
-    /// Why dispatch mode was not used, when it was not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback_reason: Option<String>,
-    /// The VM executable.
-    pub vm: String,
-    /// Calls on normal schedulers longer than this are `long_calls`.
-    pub long_call_threshold_ns: u64,
-    /// Calls of VM-internal functions through the dispatch probes (dirty-NIF trampolines
-    /// and finalizers, NIFs built into the VM), not reported as NIFs.
-    pub vm_internal_calls: u64,
-    /// NIF calls whose process exited before they could be named.
-    pub unresolved_calls: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -391,11 +354,7 @@ pub fn boundaries(
         .collect()
 }
 
-fn nif_summary(
-    nif: &crate::capture::model::NifInfo,
-    stats: &CallStats,
-    threshold_ns: u64,
-) -> NifSummary {
+fn nif_summary(nif: &crate::model::NifInfo, stats: &CallStats, threshold_ns: u64) -> NifSummary {
     let count = |kind: u32| stats.by_thread.get(kind as usize).copied().unwrap_or(0);
     let normal = stats.normal.as_deref();
     NifSummary {

@@ -14,17 +14,17 @@ use aya::{
     Ebpf,
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
 };
-use serde::{Deserialize, Serialize};
+
+pub use crate::model::AllocProbe;
 
 use super::{
     ProbeError,
-    calibrate::ProbeCosts,
-    elf::ElfImage,
+    bpf::{links::Links, loader},
+    elf::{ElfImage, prologue},
     library::{self, Scope},
-    links::Links,
-    loader, maps,
-    prologue::{self, ProbeSite},
+    proc::maps,
 };
+use crate::model::{ProbeCosts, ProbeSite};
 
 /// The C allocator's entry points, the entry program each one takes, and how many of
 /// its arguments that program reads (the probe may not move past writes to them).
@@ -49,17 +49,6 @@ const ENIF_FUNCTIONS: &[(&str, &str, u8)] = &[
 
 /// File-name prefixes of allocators that replace glibc's malloc when mapped.
 const REPLACEMENTS: &[&str] = &["libjemalloc", "libmimalloc", "libtcmalloc"];
-
-/// One allocator function probed, as reported in the summary.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AllocProbe {
-    pub library: String,
-    pub function: String,
-    /// Bytes into the function where the probe sits.
-    pub offset: u64,
-    /// Whether the kernel emulates the probed instruction (cheap) or single-steps it.
-    pub emulated: bool,
-}
 
 /// An allocator function to probe.
 #[derive(Debug, Clone)]

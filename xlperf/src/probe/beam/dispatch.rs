@@ -9,9 +9,9 @@ use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, OpKind, Register,
 };
 
-use crate::probe::{
-    elf::{ElfImage, Function},
-    prologue::{self, ProbeSite},
+use crate::{
+    model::ProbeSite,
+    probe::elf::{ElfImage, Function, prologue},
 };
 
 /// Calls every NIF on normal schedulers (JIT flavour, OTP 24+).

@@ -8,7 +8,7 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Register};
 
-use crate::probe::{ProbeError, elf::ElfImage, maps::Memory};
+use crate::probe::{ProbeError, elf::ElfImage, proc::maps::Memory};
 
 /// `ERL_NIF_DIRTY_JOB_CPU_BOUND` / `ERL_NIF_DIRTY_JOB_IO_BOUND` in `ErlNifFunc.flags`.
 pub const DIRTY_CPU: u32 = 1;

@@ -7,7 +7,7 @@ pub mod tracing;
 
 use std::path::{Path, PathBuf};
 
-use super::{ProbeError, elf::ElfImage, maps};
+use super::{ProbeError, elf::ElfImage, proc::maps};
 pub use dispatch::Dispatch;
 
 /// Programs that run a BEAM: with one of these as the command, `record -- CMD` traces
@@ -98,7 +98,8 @@ pub fn vm_for_program(program: &Path) -> Result<PathBuf, ProbeError> {
     let not_found = |why: &str| ProbeError::VmNotFound {
         why: why.to_owned(),
     };
-    let erl = super::target::find_program("erl").map_err(|_| not_found("`erl` is not in $PATH"))?;
+    let erl =
+        super::proc::target::find_program("erl").map_err(|_| not_found("`erl` is not in $PATH"))?;
     // /usr/bin/erl -> /usr/lib/erlang/bin/erl: the installation root is two levels up.
     let erl = std::fs::canonicalize(&erl).unwrap_or(erl);
     let root = erl

@@ -19,7 +19,7 @@ use crate::probe::{
     ProbeError,
     boundary::BoundaryTable,
     elf::ElfImage,
-    maps::{self, Memory},
+    proc::maps::{self, Memory},
 };
 
 /// NIF tables seen so far, per process.

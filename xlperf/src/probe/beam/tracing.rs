@@ -14,12 +14,12 @@ use aya::{
 use xlperf_common::{CallRecord, NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NifTableRecord};
 
 use super::{Dispatch, NifMode, Vm, resolve::NifResolver};
+use crate::model::ProbeCosts;
 use crate::probe::{
     ProbeError,
     boundary::BoundaryTable,
-    calibrate::ProbeCosts,
-    links::Links,
-    loader::{
+    bpf::links::Links,
+    bpf::loader::{
         NIF_CALL_ENTRY, NIF_CALL_EXIT, NIF_DIRTY_ENTRY, NIF_DIRTY_EXIT, NIF_FPTR_ENTRY,
         NIF_FPTR_EXIT, NIF_INIT_EXIT, NIF_LOAD_ENTRY, NIF_LOADED_EXIT, NIF_OPEN_ENTRY, NIF_TABLES,
     },

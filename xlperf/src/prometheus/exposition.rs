@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 use xlperf_common::{CallRecord, Cost, thread_kind};
 
-use crate::capture::model::BoundaryInfo;
+use crate::model::BoundaryInfo;
 
 /// The labels of every per-crossing series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

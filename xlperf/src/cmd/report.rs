@@ -4,7 +4,7 @@ use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::{Context as _, bail};
 
-use super::{build, table};
+use crate::report::{build, table};
 use crate::{capture::file, cli::ReportArgs};
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
@@ -47,7 +47,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 }
 
 fn export(
-    capture: &crate::capture::model::Capture,
+    capture: &crate::model::Capture,
     format: crate::cli::ExportFormat,
 ) -> anyhow::Result<Vec<u8>> {
     use crate::{cli::ExportFormat as Cli, export::Format};

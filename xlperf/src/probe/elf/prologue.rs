@@ -14,6 +14,8 @@
 //! - no branch in the function lands between the old and the new site, which would make
 //!   the probe fire for jumps that are not calls.
 
+pub use crate::model::ProbeSite;
+
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
     OpKind, Register,
@@ -53,14 +55,6 @@ impl Reads {
 
 /// Bytes of a function decoded to find branch targets.
 pub const CODE_WINDOW: u64 = 4096;
-
-/// Where a function's probes go, as an offset from its first byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeSite {
-    pub offset: u64,
-    /// The kernel emulates the probed instruction (cheap) rather than single-stepping it.
-    pub emulated: bool,
-}
 
 /// Whether a probe pair at `offset` bytes into a function whose code is `code` still finds
 /// the return address at `[rsp]`: every instruction before it falls through and writes

@@ -1,9 +1,6 @@
 //! `xlperf serve`: the same probes as `record`, kept on, with what they see exposed to
 //! Prometheus instead of summarised at the end.
 
-pub mod exposition;
-mod http;
-
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
@@ -14,26 +11,28 @@ use anyhow::{Context as _, anyhow};
 use aya::{Ebpf, programs::uprobe::UProbeScope};
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::exposition::Exposition;
 use crate::{
-    capture::model::{BoundaryInfo, CallEvent},
     cli::{FfiSpec, ServeArgs},
-    event::ring::{CallRecords, Item},
+    model::{BoundaryInfo, CallEvent, ProbeCosts, ProbeSite},
     privileges,
     probe::{
         ProbeError,
         alloc::AllocTracing,
-        attach::{self, Attachment},
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
-        calibrate::{self, ProbeCosts},
+        bpf::{
+            attach::{self, Attachment},
+            calibrate,
+            links::Links,
+            loader,
+            ring::{CallRecords, Item},
+            tracepoints,
+        },
         library::{self, Found, Scope},
-        links::Links,
-        loader,
         pending::{self, Pending},
-        prologue::ProbeSite,
-        target, tracepoints,
+        proc::target,
     },
+    prometheus::{exposition::Exposition, http, lock},
 };
 
 /// How often the ring buffer is drained (the kernel side never wakes us).
@@ -99,7 +98,8 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
     )?;
     let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
-    let costs = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?.costs;
+    let calibrated = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?;
+    let costs = calibrated.costs;
     records.drain(|_| {});
     let calibration = loader::counters(&ebpf)?;
 
@@ -243,11 +243,8 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         let _ = child.try_wait();
     }
     drop(global);
+    drop(calibrated.probes);
     Ok(())
-}
-
-fn lock(e: &Mutex<Exposition>) -> std::sync::MutexGuard<'_, Exposition> {
-    e.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A traced process.
@@ -468,7 +465,7 @@ impl Tracer<'_> {
             &mut process.links,
             self.args.probes.max_functions,
         ) {
-            Ok((resolved, failed)) => crate::record::report_mapped(pid, &resolved, &failed),
+            Ok((resolved, failed)) => crate::cmd::record::report_mapped(pid, &resolved, &failed),
             Err(e) => eprintln!("xlperf: pid {pid}: attaching to what it mapped: {e}"),
         }
     }
@@ -579,8 +576,7 @@ impl Tracer<'_> {
                 let Some(boundary) = self.table.get(id) else {
                     continue;
                 };
-                self.infos
-                    .insert(id, BoundaryInfo::of(boundary, self.nif_site));
+                self.infos.insert(id, boundary.info(self.nif_site));
             }
             let Some(info) = self.infos.get(&id) else {
                 continue;

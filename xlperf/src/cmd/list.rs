@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use crate::{
     cli::{ListArgs, NifMode},
-    event::ring,
     privileges,
     probe::{
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
-        loader, maps, target,
+        bpf::{loader, ring},
+        proc::{maps, target},
     },
     report::table::human_ns,
 };

@@ -2,7 +2,8 @@
 
 use std::{fs, os::unix::fs::FileExt as _, path::PathBuf};
 
-use super::{ProbeError, library};
+use super::ProbeError;
+use crate::probe::library;
 
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]

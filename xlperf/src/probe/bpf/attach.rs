@@ -9,11 +9,10 @@ use aya::{
 
 use super::{
     ProbeError,
-    boundary::BoundaryTable,
-    calibrate::ProbeCosts,
     links::Links,
     loader::{FFI_ENTRY, FFI_EXIT},
 };
+use crate::{model::ProbeCosts, probe::boundary::BoundaryTable};
 
 /// Which processes a set of boundaries is traced in.
 #[derive(Debug, Clone)]

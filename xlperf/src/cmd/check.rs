@@ -17,7 +17,8 @@ use crate::{
             tracing::{Mode, NifTracing},
         },
         boundary::BoundaryTable,
-        calibrate, loader, target, tracefs, tracepoints,
+        bpf::{calibrate, loader, tracefs, tracepoints},
+        proc::target,
     },
     report::table::human_ns,
 };

@@ -21,17 +21,17 @@ use aya::{
     Ebpf,
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
 };
-use serde::{Deserialize, Serialize};
 use xlperf_common::{CALIBRATION_BOUNDARY, CALIBRATION_STEPPED, probe_cookie};
+
+pub use crate::model::{PairCost, PerKind, ProbeCosts, SiteKind};
 
 use super::{
     ProbeError,
     loader::{self, ALLOC_EXIT, FFI_ENTRY, FFI_EXIT, FREE_ENTRY, MALLOC_ENTRY},
-    prologue::ProbeSite,
 };
 use aya::maps::{MapData, RingBuf};
 
-use crate::event::ring::{self, Item};
+use crate::probe::bpf::ring::{self, Item};
 
 // Functions with fixed first instructions, so the measurement does not depend on what the
 // compiler emits: `push rbp` is emulated by the kernel, `xor eax,eax` and `mov rax,rdi`
@@ -92,126 +92,24 @@ const CALLS_EMULATED: u32 = 1000;
 const CALLS_STEPPED: u32 = 250;
 const ROUNDS: usize = 9;
 
-/// What the kernel does at a probed instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SiteKind {
-    /// Emulated in the trap handler (push, jmp, call, jcc, nop): cheap.
-    Emulated,
-    /// Copied out of line and single-stepped: a second trap per hit.
-    SingleStepped,
-}
-
-impl SiteKind {
-    pub fn of(site: ProbeSite) -> Self {
-        if site.emulated {
-            Self::Emulated
-        } else {
-            Self::SingleStepped
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Emulated => "emulated",
-            Self::SingleStepped => "single_stepped",
-        }
-    }
-}
-
-/// One figure per kind of site.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PerKind<T> {
-    pub emulated: T,
-    pub single_stepped: T,
-}
-
-impl<T: Copy> PerKind<T> {
-    pub fn get(&self, kind: SiteKind) -> T {
-        match kind {
-            SiteKind::Emulated => self.emulated,
-            SiteKind::SingleStepped => self.single_stepped,
-        }
-    }
-}
-
-/// The cost of an entry + return probe pair around a call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PairCost {
-    /// Wall time one traced call adds to the target, ns.
-    pub total_ns: u64,
-    /// The part of it inside the call's measured duration, ns.
-    pub in_call_ns: u64,
-}
-
-/// What probes cost on this host, measured at start. Recorded in capture files.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeCosts {
-    /// The FFI and NIF probe pair.
-    pub pair: PerKind<PairCost>,
-    /// An allocator's entry + return probes (malloc family), whole cost per call; zero
-    /// when allocations were not traced.
-    pub alloc_pair_ns: PerKind<u64>,
-    /// The entry-only probe on free, whole cost per call.
-    pub free_ns: PerKind<u64>,
-}
-
-impl ProbeCosts {
-    /// The cookie of a boundary's probe pair at `site`.
-    pub fn pair_cookie(&self, boundary: u32, site: ProbeSite) -> u64 {
-        let kind = SiteKind::of(site);
-        let cost = self.pair.get(kind);
-        warn_if_clipped(cost.total_ns, cost.in_call_ns);
-        probe_cookie::pack(
-            boundary,
-            cost.in_call_ns,
-            cost.total_ns,
-            kind == SiteKind::SingleStepped,
-        )
-    }
-
-    /// The cookie of an allocator probe: `entry_only` for free, else an exit probe of the
-    /// malloc family (entry probes of the family carry no cost: the exit charges the pair).
-    pub fn alloc_cookie(&self, site: ProbeSite, entry_only: bool) -> u64 {
-        let kind = SiteKind::of(site);
-        let total = if entry_only {
-            self.free_ns.get(kind)
-        } else {
-            self.alloc_pair_ns.get(kind)
-        };
-        probe_cookie::pack(0, 0, total, kind == SiteKind::SingleStepped)
-    }
-}
-
-/// Costs above what a cookie holds are clipped: say so once, as the figures that use
-/// them are then low.
-fn warn_if_clipped(total_ns: u64, in_call_ns: u64) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    if total_ns > probe_cookie::TOTAL_MAX || in_call_ns > probe_cookie::IN_CALL_MAX {
-        WARNED.call_once(|| {
-            log::warn!(
-                "a probe costs {total_ns} ns here ({in_call_ns} ns inside the call), more than xlperf can carry per probe ({} and {} ns): durations and overhead will understate it",
-                probe_cookie::TOTAL_MAX,
-                probe_cookie::IN_CALL_MAX
-            );
-        });
-    }
-}
-
-/// A calibration's costs, and how many of its probed calls came back as records.
-#[derive(Debug, Clone, Copy)]
+/// A calibration's costs, how many of its probed calls came back as records, and its
+/// probes, still attached (to xlperf's own functions, which nothing else calls).
 pub struct Calibration {
     pub costs: ProbeCosts,
     /// Calls made while the FFI pair was attached: each must produce one record.
     pub probed_calls: u64,
     /// Records of them read back (the others were dropped or lost).
     pub seen_calls: u64,
+    /// Dropping them detaches them. Each detach makes the kernel wait ~110 ms for grace
+    /// periods, and while it waits, other processes' probe hits and program starts slow
+    /// down (measured: a traced command started next to a detaching xlperf ran 0.5 s
+    /// late): so they are kept until the recording ends, and go with its own probes.
+    pub probes: Vec<UProbeLink>,
 }
 
 /// Measures the probe pair at both kinds of site, and with `alloc` the allocator probes.
-/// Calibration records are drained from the call-record ring `records` as they come. The
-/// calibration probes are detached on a thread of their own: each takes the kernel
-/// ~110 ms to remove, and nothing waits for them.
+/// Calibration records are drained from the call-record ring `records` as they come; the
+/// calibration probes come back attached ([`Calibration::probes`]).
 pub fn measure(
     ebpf: &mut Ebpf,
     records: &mut RingBuf<MapData>,
@@ -219,18 +117,12 @@ pub fn measure(
 ) -> Result<Calibration, ProbeError> {
     let mut links = Vec::new();
     let mut seen = 0;
-    let result = measure_all(ebpf, records, alloc, &mut links, &mut seen);
-    std::thread::Builder::new()
-        .name("xlperf-calib".into())
-        .spawn(move || drop(links))
-        .map_err(|source| ProbeError::Read {
-            path: "a detach thread".into(),
-            source,
-        })?;
+    let costs = measure_all(ebpf, records, alloc, &mut links, &mut seen)?;
     Ok(Calibration {
-        costs: result?,
+        costs,
         probed_calls: u64::from(CALLS_EMULATED + CALLS_STEPPED) * ROUNDS as u64,
         seen_calls: seen,
+        probes: links,
     })
 }
 
@@ -464,6 +356,7 @@ fn own_file_offset(addr: u64) -> Result<(PathBuf, u64), ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ProbeSite;
 
     #[test]
     fn cookies_carry_the_cost_of_their_site() {

@@ -18,32 +18,33 @@ use xlperf_common::{
 };
 
 use crate::{
-    capture::{
-        file::CaptureWriter,
-        model::{BoundaryInfo, CallEvent, End, LiveEntry, Meta, ThreadInfo, ThreadOutside},
-    },
+    capture::file::CaptureWriter,
     cli::{FfiSpec, RecordArgs},
-    event::ring::{CallRecords, Item},
+    model::{
+        AllocRecording, BoundaryInfo, CallEvent, End, LiveEntry, Meta, NifRecording, ProbeCosts,
+        ProbeSite, ThreadInfo, ThreadOutside,
+    },
     privileges,
     probe::{
         ProbeError,
         alloc::AllocTracing,
-        attach::{self, Attachment},
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
-        calibrate::{self, ProbeCosts},
+        bpf::{
+            attach::{self, Attachment},
+            calibrate,
+            links::Links,
+            loader,
+            ring::{CallRecords, Item},
+            tracepoints,
+        },
         library::Scope,
-        links::Links,
-        loader,
         pending::{self, Pending},
-        prologue::ProbeSite,
-        target::{self, Suspended},
-        tracepoints,
+        proc::target::{self, Suspended},
     },
     report::{
         Summary,
         build::{self, Aggregates, Recording},
-        summary::{AllocRecording, NifRecording},
         table,
     },
 };
@@ -429,6 +430,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     }
     // Detach every probe (about 110 ms each: see links.rs), then free programs and maps.
     drop(links);
+    drop(calibrated.probes);
     if let Some(nif) = collector.nif.as_mut() {
         drop(std::mem::take(&mut nif.links));
     }
@@ -566,7 +568,7 @@ impl Collector {
             .table
             .iter()
             .filter(|b| !self.infos.contains_key(&b.id))
-            .map(|b| (b.id, BoundaryInfo::of(b, self.nif_site)))
+            .map(|b| (b.id, b.info(self.nif_site)))
             .collect();
         self.infos.extend(new.clone());
         new

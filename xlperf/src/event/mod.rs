@@ -1,3 +1,0 @@
-//! Reading records out of the kernel's ring buffers.
-
-pub mod ring;

@@ -1,0 +1,13 @@
+//! `xlperf serve`'s sink: call records become Prometheus samples (`exposition`), served
+//! over HTTP (`http`).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub mod exposition;
+pub mod http;
+
+/// The exposition, shared by the tracer (which feeds it) and the HTTP server (which
+/// encodes it); a panic elsewhere while it was held does not make it unusable.
+pub fn lock(e: &Mutex<exposition::Exposition>) -> MutexGuard<'_, exposition::Exposition> {
+    e.lock().unwrap_or_else(PoisonError::into_inner)
+}
