@@ -238,7 +238,7 @@ pub struct RecordArgs {
 
     /// Most allocations tracked as live at once (an LRU map; older blocks beyond it are
     /// forgotten and counted as `alloc.live_evicted`). About 100 bytes of kernel memory each.
-    #[arg(long, default_value_t = 262_144, value_name = "N", value_parser = clap::value_parser!(u32).range(64..))]
+    #[arg(long, default_value_t = crate::probe::bpf::loader::DEFAULT_LIVE_BLOCKS, value_name = "N", value_parser = clap::value_parser!(u32).range(64..))]
     pub alloc_live_max: u32,
 
     /// Sample allocations by bytes for hot allocators: track one block per BYTES allocated
@@ -272,12 +272,7 @@ pub struct RecordArgs {
 /// (one page) to 1 GiB, as the kernel requires.
 pub fn parse_ring_size(text: &str) -> Result<u32, String> {
     let bad = || format!("invalid ring size {text:?}: use a power of two from 4K to 1G, e.g. 8M");
-    let (number, shift) = match text.as_bytes().last() {
-        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
-        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
-        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
+    let (number, shift) = binary_suffix(text);
     let bytes = number
         .parse::<u64>()
         .ok()
@@ -422,16 +417,21 @@ pub fn expand_braces(glob: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Parses a positive byte count such as `4096`, `64K` or `1M`.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let bad =
-        || format!("invalid byte count {text:?}: use a positive number, e.g. 4096, 64K or 1M");
-    let (number, shift) = match text.as_bytes().last() {
+/// Splits a K/M/G (binary) suffix off a size: the number and the shift it stands for.
+fn binary_suffix(text: &str) -> (&str, u32) {
+    match text.as_bytes().last() {
         Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
         Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
         Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
         _ => (text, 0),
-    };
+    }
+}
+
+/// Parses a positive byte count such as `4096`, `64K` or `1M`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("invalid byte count {text:?}: use a positive number, e.g. 4096, 64K or 1M");
+    let (number, shift) = binary_suffix(text);
     let bytes = number
         .parse::<u64>()
         .ok()

@@ -3,6 +3,7 @@
 //! The binary's `main.rs` only parses the command line and calls [`run`].
 
 pub mod aggregate;
+pub mod bytes;
 pub mod capture;
 pub mod cli;
 pub mod cmd;
@@ -12,13 +13,14 @@ pub mod privileges;
 pub mod probe;
 pub mod prometheus;
 pub mod report;
+pub mod session;
 
 use std::process::ExitCode;
 
 /// Runs a parsed command; errors come back for `main` to print as one line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Check(args) => Ok(if cmd::check::run(args.pid) {
+        cli::Command::Check(args) => Ok(if cmd::check::run(args.pid)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -203,8 +203,7 @@ impl CostAggregator {
 }
 
 fn comm_of(bytes: &[u8; 16]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    crate::bytes::c_string(bytes)
 }
 
 #[cfg(test)]

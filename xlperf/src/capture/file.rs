@@ -223,10 +223,7 @@ fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
 
 /// Reads a plain-old-data record from the front of `bytes`, if it is long enough.
 fn read_pod<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
-    let bytes = bytes.get(..size_of::<T>())?;
-    // SAFETY: the slice holds size_of::<T>() bytes, T is valid for every bit pattern
-    // (Pod), and read_unaligned copes with any alignment.
-    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+    crate::bytes::pod(bytes)
 }
 
 /// Reads a whole capture file.

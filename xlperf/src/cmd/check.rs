@@ -37,7 +37,7 @@ struct Line {
 }
 
 /// Runs every check, prints one line each, and returns whether uprobe tracing works.
-pub fn run(pid: Option<u32>) -> bool {
+pub fn run(pid: Option<u32>) -> anyhow::Result<bool> {
     let mut lines = vec![line(Verdict::Ok, "kernel", kernel_release())];
     let privileged = privileges::check();
     let root = privileged.is_ok();
@@ -120,20 +120,22 @@ pub fn run(pid: Option<u32>) -> bool {
         process_ok = process.iter().all(|l| l.verdict != Verdict::Fail);
         lines.extend(process);
     }
+    let mut text = String::new();
     for l in &lines {
         let tag = match l.verdict {
             Verdict::Ok => "ok     ",
             Verdict::Missing => "missing",
             Verdict::Fail => "FAIL   ",
         };
-        println!("{tag}  {:<18} {}", l.what, l.why);
+        text.push_str(&format!("{tag}  {:<18} {}\n", l.what, l.why));
     }
-    if uprobe_ok {
-        println!("\nFFI boundary tracing works on this host.");
+    text.push_str(if uprobe_ok {
+        "\nFFI boundary tracing works on this host.\n"
     } else {
-        println!("\nFFI boundary tracing does not work on this host (see the FAIL lines).");
-    }
-    uprobe_ok && process_ok
+        "\nFFI boundary tracing does not work on this host (see the FAIL lines).\n"
+    });
+    super::output::print(&text)?;
+    Ok(uprobe_ok && process_ok)
 }
 
 /// What runs in `pid` and how xlperf would trace it.

@@ -109,9 +109,9 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        super::output::json(&listing)?;
     } else {
-        print!("{}", render(&listing));
+        super::output::print(&render(&listing))?;
     }
     Ok(())
 }

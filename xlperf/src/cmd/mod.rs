@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod list;
+pub mod output;
 pub mod record;
 pub mod report;
 pub mod serve;

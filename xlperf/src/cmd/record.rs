@@ -9,20 +9,13 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::programs::uprobe::UProbeScope;
 use aya::{Ebpf, maps::HashMap as BpfHashMap};
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
-use xlperf_common::{
-    AllocConfig, CallStack, LiveBlock, LiveKey, NO_BOUNDARY, OffCpuRecord, is_calibration,
-};
+use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey};
 
 use crate::{
     capture::file::CaptureWriter,
     cli::{FfiSpec, RecordArgs},
     model::{
-        AllocRecording, BoundaryInfo, CallEvent, End, LiveEntry, Meta, NifRecording, ProbeCosts,
-        ProbeSite, ThreadInfo, ThreadOutside,
+        AllocRecording, End, LiveEntry, Meta, NifRecording, ProbeCosts, ThreadInfo, ThreadOutside,
     },
     privileges,
     probe::{
@@ -32,10 +25,9 @@ use crate::{
         boundary::BoundaryTable,
         bpf::{
             attach::{self, Attachment},
-            calibrate,
             links::Links,
             loader,
-            ring::{CallRecords, Item},
+            ring::CallRecords,
             tracepoints,
         },
         library::Scope,
@@ -46,6 +38,11 @@ use crate::{
         Summary,
         build::{self, Aggregates, Recording},
         table,
+    },
+    session::{
+        drain::Names,
+        exits::{self, Exits, Signals},
+        setup,
     },
 };
 
@@ -95,9 +92,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<()> {
         .context("starting the event loop")?;
     let summary = runtime.block_on(record(args, &specs, targets))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        super::output::json(&summary)?;
     } else {
-        print!("{}", table::render(&summary));
+        super::output::print(&table::render(&summary))?;
     }
     Ok(())
 }
@@ -173,33 +170,18 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     }
 
     // Signals first: from here on, Ctrl-C must end the recording cleanly, not kill us.
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-
-    let mut ebpf = loader::load(
-        args.probes.ring_size,
-        if args.probes.alloc {
-            args.alloc_live_max
-        } else {
-            0
-        },
+    let mut signals = Signals::install()?;
+    let setup::Loaded {
+        mut ebpf,
+        mut records,
+        calibration: calibrated,
+        baseline: calibration,
+    } = setup::load(
+        &args.probes,
+        args.alloc_live_max,
         args.alloc_sample.unwrap_or(0),
     )?;
-    let ring = loader::call_records(&mut ebpf)?;
-    let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
-    let calibrated = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?;
     let costs = calibrated.costs;
-    records.drain(|r| debug_assert!(is_calibration(r.boundary)));
-    // Counters so far belong to the calibration (a small --ring-size drops some of its
-    // records); the recording reports only what happens after this point.
-    let calibration = loader::counters(&ebpf)?;
-    if calibrated.seen_calls + calibration.dropped != calibrated.probed_calls {
-        log::warn!(
-            "probe calibration traced {} of {} calls: this kernel loses uprobe hits",
-            calibrated.seen_calls,
-            calibrated.probed_calls
-        );
-    }
     // The tracepoint programs' cost is measured by the kernel while this is held.
     let stats = (args.probes.alloc || args.probes.sched)
         .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
@@ -273,7 +255,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             }
         }
     }
-    let exits = exit_watchers(&targets, child.as_ref())?;
+    let exits = Exits::watch(&match &targets {
+        Targets::Pids(pids) => pids.clone(),
+        Targets::Command(_) => child.iter().map(|c| c.pid().get()).collect(),
+        Targets::All => Vec::new(),
+    })?;
     let started = Instant::now();
     if let Some(child) = child.as_mut() {
         child.release().context("starting the command")?;
@@ -340,11 +326,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     });
     let mut collector = Collector {
         aggregates: Aggregates::new(&meta),
-        processes: BTreeMap::new(),
-        threads: BTreeMap::new(),
+        names: Names {
+            nif_site,
+            ..Names::default()
+        },
         table,
-        infos: BTreeMap::new(),
-        nif_site,
         nif,
         writer,
         stopped: Vec::new(),
@@ -358,10 +344,9 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
                 waited.context("reading the ring buffer")?;
                 false
             }
-            _ = sigint.recv() => true,
-            _ = sigterm.recv() => true,
-            () = sleep_until(deadline) => true,
-            () = all_exited(&exits) => true,
+            () = signals.any() => true,
+            () = exits::sleep_until(deadline) => true,
+            () = exits.all() => true,
         };
         collector.drain(&mut records)?;
         collector.attach_mapped(&mut ebpf, &mut links, &costs, pending.as_mut(), args)?;
@@ -412,7 +397,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     let mut live_evicted = 0;
     if args.probes.alloc || args.probes.sched {
         let (threads, inserted, removed) =
-            read_threads(&ebpf, &target_pids, &mut collector.threads)?;
+            read_threads(&ebpf, &target_pids, &mut collector.names.threads)?;
         end.threads_outside = threads;
         if args.probes.alloc {
             end.live = read_live(
@@ -436,7 +421,7 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     }
     drop(ebpf);
     // Boundaries named while reading the live blocks, too.
-    collector.new_boundaries();
+    collector.names.new_boundaries(&collector.table);
 
     end.nif = collector.nif.as_ref().map(|n| NifRecording {
         mode: n.mode_name().into(),
@@ -461,24 +446,28 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             .first()
             .map(|c| c.rsplit('/').next().unwrap_or(c).to_owned())
             .unwrap_or_default();
-        let entry = collector.processes.entry(child.pid().get()).or_default();
+        let entry = collector
+            .names
+            .processes
+            .entry(child.pid().get())
+            .or_default();
         if entry.is_empty() || entry == "?" {
             *entry = name;
         }
     }
     collector.aggregates.end(&end);
     if let Some(mut writer) = collector.writer.take() {
-        writer.names(&collector.processes, &collector.threads)?;
-        writer.boundaries(&collector.infos)?;
+        writer.names(&collector.names.processes, &collector.names.threads)?;
+        writer.boundaries(&collector.names.boundaries)?;
         writer.finish(&end)?;
     }
     Ok(build::summary(
         &collector.aggregates,
         &Recording {
             meta: &meta,
-            processes: &collector.processes,
-            threads: &collector.threads,
-            boundaries: &collector.infos,
+            processes: &collector.names.processes,
+            threads: &collector.names.threads,
+            boundaries: &collector.names.boundaries,
             end: &end,
             truncated: false,
         },
@@ -488,13 +477,9 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
 /// Everything records flow into during a recording.
 struct Collector {
     aggregates: Aggregates,
-    /// Names are read on a pid's first record: by the end a short-lived target is gone.
-    processes: BTreeMap<u32, String>,
-    threads: BTreeMap<u32, ThreadInfo>,
+    /// Processes, threads and boundaries as the summary and the capture file name them.
+    names: Names,
     table: BoundaryTable,
-    /// The boundaries seen so far, as the summary and the capture file name them.
-    infos: BTreeMap<u32, BoundaryInfo>,
-    nif_site: Option<ProbeSite>,
     nif: Option<NifTracing>,
     /// `-o FILE`.
     writer: Option<CaptureWriter>,
@@ -505,73 +490,24 @@ struct Collector {
 impl Collector {
     /// Takes in every record available now, and appends it to the capture file.
     fn drain(&mut self, records: &mut CallRecords) -> anyhow::Result<()> {
-        let mut calls: Vec<CallEvent> = Vec::new();
-        let mut off_cpu: Vec<OffCpuRecord> = Vec::new();
-        records.drain_items(|item| match item {
-            Item::Call(record, cost) => calls.push(CallEvent { record, cost }),
-            Item::OffCpu(off) => off_cpu.push(off),
-            Item::MapChange(change) => self.stopped.push(change.pid),
-        });
-        if let Some(nif) = self.nif.as_mut() {
-            nif.name_batch(&mut calls, &mut self.table, |event| &mut event.record);
-        }
-        let mut new_processes = BTreeMap::new();
-        let mut new_threads = BTreeMap::new();
-        for call in &calls {
-            let pid = call.record.pid;
-            if let std::collections::btree_map::Entry::Vacant(entry) = self.processes.entry(pid) {
-                let comm = target::comm(pid);
-                entry.insert(comm.clone());
-                new_processes.insert(pid, comm);
-            }
+        let batch = self
+            .names
+            .drain(records, &mut self.table, self.nif.as_mut());
+        self.stopped.extend(&batch.stopped);
+        for call in &batch.calls {
             self.aggregates.call(call);
         }
-        for off in &mut off_cpu {
-            off.boundary = match (off.boundary, self.nif.as_mut()) {
-                (NO_BOUNDARY, _) => NO_BOUNDARY,
-                (b, Some(nif)) if beam::is_dispatch(b) => nif
-                    .boundary_of(off.pid, off.target, &mut self.table)
-                    .unwrap_or(NO_BOUNDARY),
-                (b, _) => b,
-            };
-            *off = interrupt_waker(*off);
-            if let std::collections::btree_map::Entry::Vacant(entry) = self.threads.entry(off.tid) {
-                let info = ThreadInfo {
-                    pid: off.pid,
-                    comm: target::comm(off.tid),
-                };
-                entry.insert(info.clone());
-                new_threads.insert(off.tid, info);
-            }
+        for off in &batch.off_cpu {
             self.aggregates.off_cpu(off);
         }
-        let new_boundaries = self.new_boundaries();
         if let Some(writer) = self.writer.as_mut() {
-            writer.names(&new_processes, &new_threads)?;
-            writer.boundaries(&new_boundaries)?;
-            writer.calls(&calls)?;
-            writer.off_cpu(&off_cpu)?;
+            writer.names(&batch.new_processes, &batch.new_threads)?;
+            writer.boundaries(&batch.new_boundaries)?;
+            writer.calls(&batch.calls)?;
+            writer.off_cpu(&batch.off_cpu)?;
             writer.flush()?;
         }
         Ok(())
-    }
-
-    /// Boundaries added to the table since the last call (NIFs are named as they are
-    /// first called), now also in `infos`.
-    fn new_boundaries(&mut self) -> BTreeMap<u32, BoundaryInfo> {
-        // Every table entry gets its info exactly once: equal sizes mean nothing new, and
-        // the table is not walked on every 10 ms drain.
-        if self.infos.len() == self.table.len() {
-            return BTreeMap::new();
-        }
-        let new: BTreeMap<u32, BoundaryInfo> = self
-            .table
-            .iter()
-            .filter(|b| !self.infos.contains_key(&b.id))
-            .map(|b| (b.id, b.info(self.nif_site)))
-            .collect();
-        self.infos.extend(new.clone());
-        new
     }
 
     /// Attaches to the libraries a stopped process has just mapped that it was waiting
@@ -749,57 +685,6 @@ fn describe(targets: &Targets, child: Option<&Suspended>) -> String {
     }
 }
 
-/// One pidfd per target process; the recording ends when all have exited.
-fn exit_watchers(
-    targets: &Targets,
-    child: Option<&Suspended>,
-) -> anyhow::Result<Vec<AsyncFd<std::os::fd::OwnedFd>>> {
-    let pids: Vec<u32> = match targets {
-        Targets::Pids(pids) => pids.clone(),
-        Targets::Command(_) => child.map(|c| c.pid().get()).into_iter().collect(),
-        Targets::All => Vec::new(),
-    };
-    pids.into_iter()
-        .map(|pid| {
-            let fd = target::pidfd(pid).with_context(|| format!("watching pid {pid} for exit"))?;
-            // SAFETY: the OwnedFd stays open, and is the same fd, for the AsyncFd's lifetime.
-            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-                .map_err(|e| anyhow!("watching pid {pid} for exit: {e}"))
-        })
-        .collect()
-}
-
-async fn all_exited(exits: &[AsyncFd<std::os::fd::OwnedFd>]) {
-    if exits.is_empty() {
-        return std::future::pending().await;
-    }
-    for fd in exits {
-        // A pidfd turns readable once, when its process exits, and stays so.
-        let _ = fd.readable().await;
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A wakeup from an interrupt (a timer expiring, a device) runs in the context of the
-/// task it interrupted, which `sched_waking` then names: the idle task (pid 0), or often
-/// xlperf itself, which is the one task certain not to wake a target. Both are reported
-/// as `[interrupt]`. (The tracepoint's `common_flags`, which would tell, are not filled
-/// in for BPF programs.)
-fn interrupt_waker(mut off: OffCpuRecord) -> OffCpuRecord {
-    if off.waker_comm[0] != 0 && (off.waker_pid == 0 || off.waker_pid == std::process::id()) {
-        off.waker_pid = 0;
-        off.waker_tid = 0;
-        off.waker_comm = *b"[interrupt]\0\0\0\0\0";
-    }
-    off
-}
-
 /// Reads each target thread's kernel state: its figures outside any crossing, and the
 /// blocks it put into and took out of the live map (summed over the threads).
 fn read_threads(
@@ -823,11 +708,11 @@ fn read_threads(
             continue;
         }
         // The kernel's copy is the latest name seen: a first-seen one may predate an exec.
-        let comm = match thread.comm.iter().position(|&b| b == 0).unwrap_or(16) {
-            0 => names
+        let comm = match crate::bytes::c_string(&thread.comm) {
+            empty if empty.is_empty() => names
                 .get(&tid)
                 .map_or_else(|| target::comm(tid), |t| t.comm.clone()),
-            end => String::from_utf8_lossy(&thread.comm[..end]).into_owned(),
+            comm => comm,
         };
         names.insert(
             tid,
@@ -867,12 +752,13 @@ fn read_live(
         let Ok((key, block)) = entry else {
             continue;
         };
-        let boundary = match (block.boundary, nif.as_deref_mut()) {
-            (b, Some(nif)) if beam::is_dispatch(b) => nif
-                .boundary_of(key.tgid, block.target, table)
-                .unwrap_or(NO_BOUNDARY),
-            (b, _) => b,
-        };
+        let boundary = beam::tracing::crossing(
+            nif.as_deref_mut(),
+            key.tgid,
+            block.boundary,
+            block.target,
+            table,
+        );
         live.push(LiveEntry {
             pid: key.tgid,
             boundary,
@@ -937,29 +823,4 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes only the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wakeups_in_the_idle_task_or_in_xlperf_are_interrupts() {
-        let mut off = OffCpuRecord {
-            waker_pid: std::process::id(),
-            waker_tid: 9,
-            ..OffCpuRecord::default()
-        };
-        off.waker_comm[..6].copy_from_slice(b"xlperf");
-        let named = interrupt_waker(off);
-        assert_eq!((named.waker_pid, named.waker_tid), (0, 0));
-        assert_eq!(&named.waker_comm[..11], b"[interrupt]");
-        off.waker_pid = 4242;
-        assert_eq!(interrupt_waker(off), off, "another process is a real waker");
-        assert_eq!(
-            interrupt_waker(OffCpuRecord::default()),
-            OffCpuRecord::default(),
-            "an unseen wakeup stays unnamed"
-        );
-    }
 }

@@ -1,6 +1,6 @@
 //! `xlperf report FILE`: a capture file's summary, or an export of it.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 
 use anyhow::{Context as _, bail};
 
@@ -34,13 +34,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?
         }
         None => {
-            let mut stdout = std::io::stdout().lock();
+            let stdout = std::io::stdout().lock();
             if args.format == Some(crate::cli::ExportFormat::Perfetto) && stdout.is_terminal() {
                 bail!("a Perfetto trace is binary: write it to a file with -o FILE");
             }
-            stdout
-                .write_all(&bytes)
-                .context("writing to standard output")?;
+            drop(stdout);
+            super::output::write(&bytes)?;
         }
     }
     Ok(())

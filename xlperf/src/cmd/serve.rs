@@ -9,11 +9,10 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use aya::{Ebpf, programs::uprobe::UProbeScope};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{FfiSpec, ServeArgs},
-    model::{BoundaryInfo, CallEvent, ProbeCosts, ProbeSite},
+    model::ProbeCosts,
     privileges,
     probe::{
         ProbeError,
@@ -22,10 +21,9 @@ use crate::{
         boundary::BoundaryTable,
         bpf::{
             attach::{self, Attachment},
-            calibrate,
             links::Links,
             loader,
-            ring::{CallRecords, Item},
+            ring::CallRecords,
             tracepoints,
         },
         library::{self, Found, Scope},
@@ -33,6 +31,7 @@ use crate::{
         proc::target,
     },
     prometheus::{exposition::Exposition, http, lock},
+    session::{drain::Names, exits::Signals, setup},
 };
 
 /// How often the ring buffer is drained (the kernel side never wakes us).
@@ -88,20 +87,15 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             ),
             _ => anyhow!("cannot listen on {}: {e}", args.listen),
         })?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut signals = Signals::install()?;
 
-    let mut ebpf = loader::load(
-        args.probes.ring_size,
-        if args.probes.alloc { 262_144 } else { 0 },
-        0,
-    )?;
-    let ring = loader::call_records(&mut ebpf)?;
-    let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
-    let calibrated = calibrate::measure(&mut ebpf, records.ring_mut(), args.probes.alloc)?;
+    let setup::Loaded {
+        mut ebpf,
+        mut records,
+        calibration: calibrated,
+        baseline: calibration,
+    } = setup::load(&args.probes, loader::DEFAULT_LIVE_BLOCKS, 0)?;
     let costs = calibrated.costs;
-    records.drain(|_| {});
-    let calibration = loader::counters(&ebpf)?;
 
     let exposition = Arc::new(Mutex::new(Exposition::new(
         args.max_series,
@@ -129,9 +123,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         specs,
         table: BoundaryTable::default(),
         nif: None,
-        nif_site: None,
-        infos: HashMap::new(),
-        comms: HashMap::new(),
+        names: Names::default(),
         processes: HashMap::new(),
         exposition: Arc::clone(&exposition),
         args,
@@ -189,8 +181,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
                 waited.context("reading the ring buffer")?;
                 false
             }
-            _ = sigint.recv() => true,
-            _ = sigterm.recv() => true,
+            () = signals.any() => true,
         };
         tracer.drain(&mut records);
         if stop {
@@ -261,9 +252,8 @@ struct Tracer<'a> {
     specs: Vec<FfiSpec>,
     table: BoundaryTable,
     nif: Option<NifTracing>,
-    nif_site: Option<ProbeSite>,
-    infos: HashMap<u32, BoundaryInfo>,
-    comms: HashMap<u32, String>,
+    /// Processes and boundaries as the series label them.
+    names: Names,
     processes: HashMap<u32, Process>,
     exposition: Arc<Mutex<Exposition>>,
     args: &'a ServeArgs,
@@ -356,7 +346,7 @@ impl Tracer<'_> {
             if self.nif.is_none() {
                 let mut nif = NifTracing::prepare(vm, self.args.probes.nif_mode)?;
                 nif.costs = self.costs;
-                self.nif_site = match &nif.mode {
+                self.names.nif_site = match &nif.mode {
                     beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
                     beam::tracing::Mode::Fptr { .. } => None,
                 };
@@ -395,7 +385,7 @@ impl Tracer<'_> {
                 .collect(),
             None => target::comm(pid),
         };
-        self.comms.insert(pid, comm);
+        self.names.processes.insert(pid, comm);
         self.processes.insert(
             pid,
             Process {
@@ -499,7 +489,7 @@ impl Tracer<'_> {
                 UProbeScope::AllProcesses,
                 None,
             )?;
-            self.nif_site = match &nif.mode {
+            self.names.nif_site = match &nif.mode {
                 beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
                 beam::tracing::Mode::Fptr { .. } => None,
             };
@@ -556,29 +546,15 @@ impl Tracer<'_> {
 
     /// Takes in every record available now.
     fn drain(&mut self, records: &mut CallRecords) {
-        let mut calls: Vec<CallEvent> = Vec::new();
-        let mut stopped = Vec::new();
-        records.drain_items(|item| match item {
-            Item::Call(record, cost) => calls.push(CallEvent { record, cost }),
-            Item::MapChange(change) => stopped.push(change.pid),
-            Item::OffCpu(_) => {}
-        });
-        stopped.sort_unstable();
-        stopped.dedup();
-        self.attach_mapped(stopped);
-        if let Some(nif) = self.nif.as_mut() {
-            nif.name_batch(&mut calls, &mut self.table, |e| &mut e.record);
-        }
+        let batch = self
+            .names
+            .drain(records, &mut self.table, self.nif.as_mut());
+        // Serving needs no thread names: they would only pile up over days.
+        self.names.threads.clear();
+        self.attach_mapped(batch.stopped);
         let mut exposition = lock(&self.exposition);
-        for call in &calls {
-            let id = call.record.boundary;
-            if !self.infos.contains_key(&id) {
-                let Some(boundary) = self.table.get(id) else {
-                    continue;
-                };
-                self.infos.insert(id, boundary.info(self.nif_site));
-            }
-            let Some(info) = self.infos.get(&id) else {
+        for call in &batch.calls {
+            let Some(info) = self.names.boundaries.get(&call.record.boundary) else {
                 continue;
             };
             let pid = call.record.pid;
@@ -588,7 +564,7 @@ impl Tracer<'_> {
                 exited: None,
                 pending: None,
             });
-            let comm = self.comms.entry(pid).or_insert_with(|| target::comm(pid));
+            let comm = self.names.processes.get(&pid).map_or("?", String::as_str);
             let duration = call.record.corrected_ns();
             exposition.call(&call.record, duration, call.cost.as_ref(), info, comm);
         }

@@ -342,8 +342,7 @@ fn waker_args(record: &OffCpuRecord) -> Vec<Arg> {
 
 /// A kernel `comm`: NUL-padded bytes, not necessarily UTF-8.
 fn comm_str(comm: &[u8]) -> String {
-    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..len]).into_owned()
+    crate::bytes::c_string(comm)
 }
 
 fn off_cpu_slice(name: &str, start_ns: u64, end_ns: u64, args: Vec<Arg>) -> Slice {

@@ -246,8 +246,7 @@ fn builtin_entries(mem: &Memory, image: &ElfImage, bias: u64) -> Result<Vec<u64>
 }
 
 fn c_str(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    crate::bytes::c_string(bytes)
 }
 
 /// A path the VM opened, made absolute against its working directory while it runs.

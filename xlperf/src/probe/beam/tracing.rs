@@ -236,13 +236,10 @@ impl NifTracing {
             return;
         };
         while let Some(item) = ring.next() {
-            if item.len() != std::mem::size_of::<NifTableRecord>() {
+            let Some(record) = crate::bytes::exact_pod::<NifTableRecord>(&item) else {
                 log::warn!("ignoring a NIF table event of {} bytes", item.len());
                 continue;
-            }
-            // SAFETY: the item is exactly one NifTableRecord, a Pod type, written by the
-            // kernel side; read_unaligned copes with any alignment of the ring's bytes.
-            let record: NifTableRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            };
             self.resolver.add_table(&record, &self.vm, table);
         }
     }
@@ -260,6 +257,24 @@ impl NifTracing {
             }
             None => false,
         }
+    }
+}
+
+/// The crossing a figure other than a call (an off-CPU period, a live block) belongs to:
+/// `boundary` itself, or for the NIF dispatch probes' the NIF at `target` in `pid`
+/// (`NO_BOUNDARY` when it is not one).
+pub fn crossing(
+    nif: Option<&mut NifTracing>,
+    pid: u32,
+    boundary: u32,
+    target: u64,
+    table: &mut BoundaryTable,
+) -> u32 {
+    match nif {
+        Some(nif) if super::is_dispatch(boundary) => nif
+            .boundary_of(pid, target, table)
+            .unwrap_or(xlperf_common::NO_BOUNDARY),
+        _ => boundary,
     }
 }
 

@@ -54,6 +54,9 @@ pub const LAYOUT: &str = "LAYOUT";
 pub const TARGETS: &str = "TARGETS";
 pub const ALLOC_SAMPLE_BYTES: &str = "ALLOC_SAMPLE_BYTES";
 
+/// Blocks tracked as live at once unless `--alloc-live-max` says otherwise.
+pub const DEFAULT_LIVE_BLOCKS: u32 = 262_144;
+
 /// Size of the call-record ring buffer unless the user asks otherwise.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 

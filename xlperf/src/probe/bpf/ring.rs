@@ -19,13 +19,8 @@ pub enum Item {
 }
 
 /// Reads a plain-old-data record of exactly `bytes.len()` bytes.
-fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() != size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the length matches, and every T used here is #[repr(C)] plain old data valid
-    // for every bit pattern; read_unaligned copes with any alignment of the item.
-    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    crate::bytes::exact_pod(bytes)
 }
 
 /// Decodes one ring-buffer item; `None` if its size is none of the record kinds'.
