@@ -9,14 +9,12 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::programs::uprobe::UProbeScope;
 use aya::{Ebpf, maps::HashMap as BpfHashMap};
-use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey};
+use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey, TracepointLayout};
 
 use crate::{
     capture::file::CaptureWriter,
     cli::{FfiSpec, RecordArgs},
-    model::{
-        AllocRecording, End, LiveEntry, Meta, NifRecording, ProbeCosts, ThreadInfo, ThreadOutside,
-    },
+    model::{AllocRecording, End, LiveEntry, Meta, ProbeCosts, ThreadInfo, ThreadOutside},
     privileges,
     probe::{
         ProbeError,
@@ -100,361 +98,74 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<()> {
 }
 
 async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyhow::Result<Summary> {
-    // Resolve everything that can fail on bad input before touching the kernel.
-    if matches!(targets, Targets::All) && (args.probes.alloc || args.probes.sched) {
-        return Err(ProbeError::AllNeedsProcess.into());
-    }
-    let mut table = BoundaryTable::default();
-    let mut attachments = Vec::new();
-    let mut command = None;
-    // Functions of libraries a command has not mapped yet, as far as known now.
-    let mut expected_later = 0;
-    match &targets {
-        Targets::Pids(pids) => {
-            for &pid in pids {
-                let nonzero = target::check_target(pid)?;
-                let ids = add_all(&mut table, specs, &Scope::Pid(pid))?;
-                attachments.push(Attachment::pid(nonzero, ids));
-            }
-        }
-        Targets::All => attachments.push(Attachment::all(add_all(&mut table, specs, &Scope::All)?)),
-        Targets::Command(argv) => {
-            let program = target::find_program(argv.first().map_or("", String::as_str))?;
-            let (ids, waiting, functions) = pending::add_for_command(&mut table, specs, &program)?;
-            expected_later = functions;
-            command = Some((program, ids, waiting));
-        }
-    }
-    let vm = find_vm(
-        args,
-        specs.is_empty(),
-        &targets,
-        command.as_ref().map(|(p, _, _)| p),
-    )?;
-    let mut nif = match &vm {
-        Some(vm) => Some(NifTracing::prepare(vm, args.probes.nif_mode)?),
-        None => None,
-    };
-    if matches!(targets, Targets::All)
-        && nif
-            .as_ref()
-            .is_some_and(|n| matches!(n.mode, beam::tracing::Mode::Fptr { .. }))
-    {
-        return Err(ProbeError::FptrNeedsProcess.into());
-    }
-    let alloc = if args.probes.alloc {
-        let scope = match (&targets, &command) {
-            (Targets::Pids(pids), _) => pids.iter().map(|&p| Scope::Pid(p)).collect(),
-            (_, Some((program, _, _))) => vec![Scope::Program(program)],
-            _ => Vec::new(),
-        };
-        let mut found = Vec::new();
-        for scope in &scope {
-            found.push(AllocTracing::prepare(scope, vm.as_deref())?);
-        }
-        Some(found)
-    } else {
-        None
-    };
-    let layout = if args.probes.alloc || args.probes.sched {
-        Some(tracepoints::layout(args.kmem)?)
-    } else {
-        None
-    };
-    if table.len() + expected_later > args.probes.max_functions {
-        return Err(ProbeError::TooManyFunctions {
-            count: table.len() + expected_later,
-            max: args.probes.max_functions,
-        }
-        .into());
-    }
-
+    // Everything that can fail on bad input is resolved before touching the kernel.
+    let mut plan = Plan::new(args, specs, targets)?;
     // Signals first: from here on, Ctrl-C must end the recording cleanly, not kill us.
     let mut signals = Signals::install()?;
-    let setup::Loaded {
-        mut ebpf,
-        mut records,
-        calibration: calibrated,
-        baseline: calibration,
-    } = setup::load(
+    let mut loaded = setup::load(
         &args.probes,
         args.alloc_live_max,
         args.alloc_sample.unwrap_or(0),
     )?;
-    let costs = calibrated.costs;
+    let costs = loaded.calibration.costs;
     // The tracepoint programs' cost is measured by the kernel while this is held.
     let stats = (args.probes.alloc || args.probes.sched)
         .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
         .flatten();
-
-    let mut waiting = None;
-    let mut child = match (&targets, command) {
-        (Targets::Command(argv), Some((program, ids, later))) => {
-            // With --json, stdout carries only the summary: the command's output goes to stderr.
-            let child = Suspended::spawn(&program, argv, args.json)?;
-            attachments.push(Attachment::pid(child.pid(), ids));
-            if !later.is_empty() {
-                waiting = Some((pending::interpreter(&program), later));
-            }
-            Some(child)
-        }
-        _ => None,
-    };
-    let mut links = Links::default();
-    let mut probes = attach::attach_ffi(&mut ebpf, &costs, &table, &attachments, &mut links)?;
-    let mut pending = None;
-    if let (Some((ld_so, later)), Some(child)) = (waiting, child.as_ref()) {
-        pending::watch(&mut ebpf, &mut links, child.pid(), &ld_so)?;
-        pending = Some(Pending::new(child.pid().get(), later));
-    }
-    let (before, mut alloc_probes) = (links.len(), 0);
-    let target_pids: Vec<u32> = match &targets {
-        Targets::Pids(pids) => pids.clone(),
-        Targets::Command(_) => child.iter().map(|c| c.pid().get()).collect(),
-        Targets::All => Vec::new(),
-    };
-    if let Some(layout) = layout {
-        tracepoints::write_layout(&mut ebpf, layout)?;
-        for &pid in &target_pids {
-            tracepoints::add_target(&mut ebpf, pid)?;
-        }
-    }
-    if args.probes.sched {
-        tracepoints::attach_sched(&mut ebpf, &mut links)?;
-    }
-    if let Some(alloc) = &alloc {
-        tracepoints::attach_alloc(&mut ebpf, &mut links, args.kmem)?;
-        for (tracing, &pid) in alloc.iter().zip(&target_pids) {
-            let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
-            alloc_probes += tracing.attach(&mut ebpf, &costs, &mut links, scope)?;
-        }
-    }
-    probes += links.len() - before;
-    if let Some(nif) = nif.as_mut() {
-        nif.costs = costs;
-        match &targets {
-            Targets::Pids(pids) => {
-                for &pid in pids {
-                    let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
-                    probes += nif.attach(&mut ebpf, &mut table, scope, Some(pid))?;
-                }
-            }
-            Targets::Command(_) => {
-                if let Some(child) = child.as_ref() {
-                    let pid = child.pid();
-                    probes += nif.attach(
-                        &mut ebpf,
-                        &mut table,
-                        UProbeScope::OneProcess(pid),
-                        Some(pid.get()),
-                    )?;
-                }
-            }
-            Targets::All => {
-                probes += nif.attach(&mut ebpf, &mut table, UProbeScope::AllProcesses, None)?;
-            }
-        }
-    }
-    let exits = Exits::watch(&match &targets {
-        Targets::Pids(pids) => pids.clone(),
-        Targets::Command(_) => child.iter().map(|c| c.pid().get()).collect(),
-        Targets::All => Vec::new(),
-    })?;
+    let mut attached = plan.attach(args, &mut loaded.ebpf, &costs)?;
+    let exits = Exits::watch(&attached.target_pids)?;
     let started = Instant::now();
-    if let Some(child) = child.as_mut() {
+    if let Some(child) = attached.child.as_mut() {
         child.release().context("starting the command")?;
     }
-    let mut what = match &nif {
-        Some(n) if table.ffi_len() == 0 => format!("the NIFs ({} mode)", n.mode_name()),
-        Some(n) => format!(
-            "{} function(s) and the NIFs ({} mode)",
-            table.ffi_len(),
-            n.mode_name()
-        ),
-        None => format!("{} function(s)", table.len()),
-    };
-    if table.is_empty() && nif.is_none() {
-        what = "no crossings".into();
-    }
-    if let Some(pending) = &pending {
-        let later = format!(
-            "{} once the process maps it (it is not loaded yet)",
-            pending.names().join(", ")
-        );
-        what = if table.is_empty() && nif.is_none() {
-            format!("nothing yet: {later}")
-        } else {
-            format!("{what}, and {later}")
-        };
-    }
-    if alloc_probes > 0 {
-        what.push_str(" and the allocator");
-    }
-    if args.probes.sched {
-        what.push_str(", with scheduler tracepoints");
-    }
-    eprintln!(
-        "xlperf: {probes} probes on {what} in {}; {}",
-        describe(&targets, child.as_ref()),
-        match args.duration {
-            Some(d) => format!("recording for {}", table::human_ns(d.as_nanos() as u64)),
-            None => "Ctrl-C to stop".into(),
-        }
-    );
-
-    let meta = Meta {
-        xlperf_version: env!("CARGO_PKG_VERSION").into(),
-        started_unix_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        started_monotonic_ns: monotonic_ns(),
-        argv: std::env::args().collect(),
-        alloc: args.probes.alloc,
-        sched: args.probes.sched,
-        kmem: args.kmem,
-        probe_cost_ns: costs.pair.emulated.total_ns,
-        probe_costs: costs,
-        long_call_ns: u64::try_from(args.probes.long_nif.as_nanos()).unwrap_or(u64::MAX),
-    };
-    let writer = match &args.output {
-        Some(path) => Some(CaptureWriter::create(path, &meta)?),
-        None => None,
-    };
-    let nif_site = nif.as_ref().and_then(|n| match &n.mode {
-        beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
-        beam::tracing::Mode::Fptr { .. } => None,
-    });
+    eprintln!("{}", plan.announce(args, &attached));
+    let meta = meta(args, costs);
     let mut collector = Collector {
         aggregates: Aggregates::new(&meta),
         names: Names {
-            nif_site,
+            nif_site: plan.nif.as_ref().and_then(NifTracing::dispatch_site),
             ..Names::default()
         },
-        table,
-        nif,
-        writer,
+        writer: match &args.output {
+            Some(path) => Some(CaptureWriter::create(path, &meta)?),
+            None => None,
+        },
+        table: std::mem::take(&mut plan.table),
+        nif: plan.nif.take(),
         stopped: Vec::new(),
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut last_rescan = Instant::now();
-    let mut progress = Progress::new();
-    loop {
-        let stop = tokio::select! {
-            waited = records.wait(POLL_INTERVAL) => {
-                waited.context("reading the ring buffer")?;
-                false
-            }
-            () = signals.any() => true,
-            () = exits::sleep_until(deadline) => true,
-            () = exits.all() => true,
-        };
-        collector.drain(&mut records)?;
-        collector.attach_mapped(&mut ebpf, &mut links, &costs, pending.as_mut(), args)?;
-        if stop {
-            break;
-        }
-        if last_rescan.elapsed() >= NIF_RESCAN_INTERVAL {
-            last_rescan = Instant::now();
-            collector.rescan(&mut ebpf)?;
-        }
-        progress.show(
-            started.elapsed(),
-            collector.aggregates.calls.records,
-            || {
-                loader::counters(&ebpf)
-                    .map(|c| c.zip_with(&calibration, u64::saturating_sub).dropped)
-                    .unwrap_or(0)
-            },
-        );
-    }
-    progress.clear();
-    // Everything a finished target emitted is already in the ring buffer.
-    collector.drain(&mut records)?;
-    collector.attach_mapped(&mut ebpf, &mut links, &costs, pending.as_mut(), args)?;
-    let duration = started.elapsed();
-    let target_exit_status = child.as_mut().and_then(Suspended::finish);
-    collector.drain(&mut records)?;
-    let counters = loader::counters(&ebpf)?.zip_with(&calibration, u64::saturating_sub);
-    let mut end = End {
-        duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
-        target_exit_status,
-        dropped: counters.dropped,
-        depth_overflow: counters.depth_overflow,
-        unmatched_returns: counters.unmatched_return,
-        abandoned: counters.abandoned,
-        malformed: records.malformed,
-        stack_map_full: counters.stack_map_full,
-        ..End::default()
+    let mut run = Run {
+        args,
+        loaded: &mut loaded,
+        attached: &mut attached,
+        collector: &mut collector,
+        costs: &costs,
     };
-    let probe = loader::probe_time(&ebpf, &target_pids)?;
-    (end.probe_emulated_ns, end.probe_stepped_ns) = (probe.emulated_ns, probe.stepped_ns);
-    end.tracepoint_ns = stats
-        .as_ref()
-        .map(|_| tracepoints::run_time(&ebpf))
-        .transpose()?;
-    drop(stats);
-    end.never_mapped = pending.as_ref().map(Pending::names).unwrap_or_default();
-    let mut live_evicted = 0;
-    if args.probes.alloc || args.probes.sched {
-        let (threads, inserted, removed) =
-            read_threads(&ebpf, &target_pids, &mut collector.names.threads)?;
-        end.threads_outside = threads;
-        if args.probes.alloc {
-            end.live = read_live(
-                &ebpf,
-                AllocConfig {
-                    sample_bytes: args.alloc_sample.unwrap_or(0),
-                },
-                collector.nif.as_mut(),
-                &mut collector.table,
-            )?;
-            live_evicted = inserted
-                .saturating_sub(removed)
-                .saturating_sub(end.live.len() as u64);
-        }
-    }
+    run.until_done(&mut signals, &exits, deadline, started)
+        .await?;
+    let duration = started.elapsed();
+    let mut end = run.finish(duration, stats)?;
     // Detach every probe (about 110 ms each: see links.rs), then free programs and maps.
-    drop(links);
-    drop(calibrated.probes);
+    drop(std::mem::take(&mut attached.links));
+    drop(std::mem::take(&mut loaded.calibration.probes));
     if let Some(nif) = collector.nif.as_mut() {
         drop(std::mem::take(&mut nif.links));
     }
-    drop(ebpf);
+    drop(loaded);
     // Boundaries named while reading the live blocks, too.
     collector.names.new_boundaries(&collector.table);
-
-    end.nif = collector.nif.as_ref().map(|n| NifRecording {
-        mode: n.mode_name().into(),
-        fallback_reason: match &n.mode {
-            beam::tracing::Mode::Fptr { reason } => reason.clone(),
-            beam::tracing::Mode::Dispatch(_) => None,
-        },
-        vm: n.vm.display().to_string(),
-        long_call_threshold_ns: meta.long_call_ns,
-        vm_internal_calls: n.resolver.vm_internal,
-        unresolved_calls: n.resolver.unresolved,
-    });
-    end.alloc = alloc.map(|found| AllocRecording {
+    end.nif = collector
+        .nif
+        .as_ref()
+        .map(|n| n.recording(meta.long_call_ns));
+    end.alloc = plan.alloc.take().map(|found| AllocRecording {
         live_capacity: args.alloc_live_max,
         sample_bytes: args.alloc_sample,
-        live_evicted,
+        live_evicted: end.alloc.as_ref().map_or(0, |a| a.live_evicted),
         probes: found.iter().flat_map(AllocTracing::probes).collect(),
     });
-    // A command that exited before its name could be read is named after the command.
-    if let (Targets::Command(argv), Some(child)) = (&targets, child.as_ref()) {
-        let name = argv
-            .first()
-            .map(|c| c.rsplit('/').next().unwrap_or(c).to_owned())
-            .unwrap_or_default();
-        let entry = collector
-            .names
-            .processes
-            .entry(child.pid().get())
-            .or_default();
-        if entry.is_empty() || entry == "?" {
-            *entry = name;
-        }
-    }
+    plan.name_command(attached.child.as_ref(), &mut collector.names);
     collector.aggregates.end(&end);
     if let Some(mut writer) = collector.writer.take() {
         writer.names(&collector.names.processes, &collector.names.threads)?;
@@ -472,6 +183,380 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
             truncated: false,
         },
     ))
+}
+
+/// What a recording traces, resolved before anything is loaded: every check that can be
+/// made before the target runs is made here.
+struct Plan {
+    targets: Targets,
+    table: BoundaryTable,
+    attachments: Vec<Attachment>,
+    /// The program to start, its boundaries, and the specs it must map first.
+    command: Option<(PathBuf, Vec<u32>, Vec<FfiSpec>)>,
+    nif: Option<NifTracing>,
+    alloc: Option<Vec<AllocTracing>>,
+    layout: Option<TracepointLayout>,
+}
+
+/// What a recording attached, and to whom.
+struct Attached {
+    links: Links,
+    probes: usize,
+    alloc_probes: usize,
+    pending: Option<Pending>,
+    child: Option<Suspended>,
+    /// Processes followed (their exits end the recording); empty with --all.
+    target_pids: Vec<u32>,
+}
+
+impl Plan {
+    fn new(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyhow::Result<Self> {
+        if matches!(targets, Targets::All) && (args.probes.alloc || args.probes.sched) {
+            return Err(ProbeError::AllNeedsProcess.into());
+        }
+        let mut table = BoundaryTable::default();
+        let mut attachments = Vec::new();
+        let mut command = None;
+        // Functions of libraries a command has not mapped yet, as far as known now.
+        let mut expected_later = 0;
+        match &targets {
+            Targets::Pids(pids) => {
+                for &pid in pids {
+                    let nonzero = target::check_target(pid)?;
+                    let ids = add_all(&mut table, specs, &Scope::Pid(pid))?;
+                    attachments.push(Attachment::pid(nonzero, ids));
+                }
+            }
+            Targets::All => {
+                attachments.push(Attachment::all(add_all(&mut table, specs, &Scope::All)?));
+            }
+            Targets::Command(argv) => {
+                let program = target::find_program(argv.first().map_or("", String::as_str))?;
+                let (ids, waiting, functions) =
+                    pending::add_for_command(&mut table, specs, &program)?;
+                expected_later = functions;
+                command = Some((program, ids, waiting));
+            }
+        }
+        let program = command.as_ref().map(|(p, _, _)| p);
+        let vm = find_vm(args, specs.is_empty(), &targets, program)?;
+        let nif = match &vm {
+            Some(vm) => Some(NifTracing::prepare(vm, args.probes.nif_mode)?),
+            None => None,
+        };
+        if matches!(targets, Targets::All)
+            && nif
+                .as_ref()
+                .is_some_and(|n| matches!(n.mode, beam::tracing::Mode::Fptr { .. }))
+        {
+            return Err(ProbeError::FptrNeedsProcess.into());
+        }
+        let alloc = if args.probes.alloc {
+            let scopes: Vec<Scope<'_>> = match (&targets, program) {
+                (Targets::Pids(pids), _) => pids.iter().map(|&p| Scope::Pid(p)).collect(),
+                (_, Some(program)) => vec![Scope::Program(program)],
+                _ => Vec::new(),
+            };
+            let found = scopes
+                .iter()
+                .map(|scope| AllocTracing::prepare(scope, vm.as_deref()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(found)
+        } else {
+            None
+        };
+        let layout = (args.probes.alloc || args.probes.sched)
+            .then(|| tracepoints::layout(args.kmem))
+            .transpose()?;
+        if table.len() + expected_later > args.probes.max_functions {
+            return Err(ProbeError::TooManyFunctions {
+                count: table.len() + expected_later,
+                max: args.probes.max_functions,
+            }
+            .into());
+        }
+        Ok(Self {
+            targets,
+            table,
+            attachments,
+            command,
+            nif,
+            alloc,
+            layout,
+        })
+    }
+
+    /// Starts the command (held before exec) and attaches every probe.
+    fn attach(
+        &mut self,
+        args: &RecordArgs,
+        ebpf: &mut Ebpf,
+        costs: &ProbeCosts,
+    ) -> anyhow::Result<Attached> {
+        let mut waiting = None;
+        let child = match (&self.targets, self.command.take()) {
+            (Targets::Command(argv), Some((program, ids, later))) => {
+                // With --json, stdout carries only the summary: the command's output goes
+                // to stderr.
+                let child = Suspended::spawn(&program, argv, args.json)?;
+                self.attachments.push(Attachment::pid(child.pid(), ids));
+                if !later.is_empty() {
+                    waiting = Some((pending::interpreter(&program), later));
+                }
+                Some(child)
+            }
+            _ => None,
+        };
+        let target_pids: Vec<u32> = match &self.targets {
+            Targets::Pids(pids) => pids.clone(),
+            Targets::Command(_) => child.iter().map(|c| c.pid().get()).collect(),
+            Targets::All => Vec::new(),
+        };
+        let mut links = Links::default();
+        let mut probes =
+            attach::attach_ffi(ebpf, costs, &self.table, &self.attachments, &mut links)?;
+        let mut pending = None;
+        if let (Some((ld_so, later)), Some(child)) = (waiting, child.as_ref()) {
+            pending::watch(ebpf, &mut links, child.pid(), &ld_so)?;
+            pending = Some(Pending::new(child.pid().get(), later));
+        }
+        let (before, mut alloc_probes) = (links.len(), 0);
+        if let Some(layout) = self.layout {
+            tracepoints::write_layout(ebpf, layout)?;
+            for &pid in &target_pids {
+                tracepoints::add_target(ebpf, pid)?;
+            }
+        }
+        if args.probes.sched {
+            tracepoints::attach_sched(ebpf, &mut links)?;
+        }
+        if let Some(alloc) = &self.alloc {
+            tracepoints::attach_alloc(ebpf, &mut links, args.kmem)?;
+            for (tracing, &pid) in alloc.iter().zip(&target_pids) {
+                let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
+                alloc_probes += tracing.attach(ebpf, costs, &mut links, scope)?;
+            }
+        }
+        probes += links.len() - before;
+        if let Some(nif) = self.nif.as_mut() {
+            nif.costs = *costs;
+            let scopes: Vec<(UProbeScope, Option<u32>)> = match &self.targets {
+                Targets::All => vec![(UProbeScope::AllProcesses, None)],
+                _ => target_pids
+                    .iter()
+                    .map(|&pid| Ok((UProbeScope::OneProcess(target::check_pid(pid)?), Some(pid))))
+                    .collect::<Result<_, ProbeError>>()?,
+            };
+            for (scope, pid) in scopes {
+                probes += nif.attach(ebpf, &mut self.table, scope, pid)?;
+            }
+        }
+        Ok(Attached {
+            links,
+            probes,
+            alloc_probes,
+            pending,
+            child,
+            target_pids,
+        })
+    }
+
+    /// The line that says what is traced, where, until when.
+    fn announce(&self, args: &RecordArgs, attached: &Attached) -> String {
+        let table = &self.table;
+        let mut what = match &self.nif {
+            Some(n) if table.ffi_len() == 0 => format!("the NIFs ({} mode)", n.mode_name()),
+            Some(n) => format!(
+                "{} function(s) and the NIFs ({} mode)",
+                table.ffi_len(),
+                n.mode_name()
+            ),
+            None if table.is_empty() => "no crossings".into(),
+            None => format!("{} function(s)", table.len()),
+        };
+        if let Some(pending) = &attached.pending {
+            let later = format!(
+                "{} once the process maps it (it is not loaded yet)",
+                pending.names().join(", ")
+            );
+            what = if table.is_empty() && self.nif.is_none() {
+                format!("nothing yet: {later}")
+            } else {
+                format!("{what}, and {later}")
+            };
+        }
+        if attached.alloc_probes > 0 {
+            what.push_str(" and the allocator");
+        }
+        if args.probes.sched {
+            what.push_str(", with scheduler tracepoints");
+        }
+        format!(
+            "xlperf: {} probes on {what} in {}; {}",
+            attached.probes,
+            describe(&self.targets, attached.child.as_ref()),
+            match args.duration {
+                Some(d) => format!("recording for {}", table::human_ns(d.as_nanos() as u64)),
+                None => "Ctrl-C to stop".into(),
+            }
+        )
+    }
+
+    /// A command that exited before its name could be read is named after the command.
+    fn name_command(&self, child: Option<&Suspended>, names: &mut Names) {
+        let (Targets::Command(argv), Some(child)) = (&self.targets, child) else {
+            return;
+        };
+        let name = argv
+            .first()
+            .map(|c| c.rsplit('/').next().unwrap_or(c).to_owned())
+            .unwrap_or_default();
+        let entry = names.processes.entry(child.pid().get()).or_default();
+        if entry.is_empty() || entry == "?" {
+            *entry = name;
+        }
+    }
+}
+
+/// How the recording was made, for the summary and the capture file.
+fn meta(args: &RecordArgs, costs: ProbeCosts) -> Meta {
+    Meta {
+        xlperf_version: env!("CARGO_PKG_VERSION").into(),
+        started_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        started_monotonic_ns: monotonic_ns(),
+        argv: std::env::args().collect(),
+        alloc: args.probes.alloc,
+        sched: args.probes.sched,
+        kmem: args.kmem,
+        probe_cost_ns: costs.pair.emulated.total_ns,
+        probe_costs: costs,
+        long_call_ns: u64::try_from(args.probes.long_nif.as_nanos()).unwrap_or(u64::MAX),
+    }
+}
+
+/// A recording running: the loop, and what only its end can read from the kernel.
+struct Run<'a> {
+    args: &'a RecordArgs,
+    loaded: &'a mut setup::Loaded,
+    attached: &'a mut Attached,
+    collector: &'a mut Collector,
+    costs: &'a ProbeCosts,
+}
+
+impl Run<'_> {
+    /// Drains, attaches to newly mapped libraries and rescans until a signal, the
+    /// deadline or the targets' exits end the recording.
+    async fn until_done(
+        &mut self,
+        signals: &mut Signals,
+        exits: &Exits,
+        deadline: Option<tokio::time::Instant>,
+        started: Instant,
+    ) -> anyhow::Result<()> {
+        let mut last_rescan = Instant::now();
+        let mut progress = Progress::new();
+        loop {
+            let stop = tokio::select! {
+                waited = self.loaded.records.wait(POLL_INTERVAL) => {
+                    waited.context("reading the ring buffer")?;
+                    false
+                }
+                () = signals.any() => true,
+                () = exits::sleep_until(deadline) => true,
+                () = exits.all() => true,
+            };
+            self.drain()?;
+            if stop {
+                break;
+            }
+            if last_rescan.elapsed() >= NIF_RESCAN_INTERVAL {
+                last_rescan = Instant::now();
+                self.collector.rescan(&mut self.loaded.ebpf)?;
+            }
+            let records = self.collector.aggregates.calls.records;
+            progress.show(started.elapsed(), records, || {
+                self.loaded.counters().map(|c| c.dropped).unwrap_or(0)
+            });
+        }
+        progress.clear();
+        // Everything a finished target emitted is already in the ring buffer.
+        self.drain()
+    }
+
+    fn drain(&mut self) -> anyhow::Result<()> {
+        self.collector.drain(&mut self.loaded.records)?;
+        self.collector.attach_mapped(
+            &mut self.loaded.ebpf,
+            &mut self.attached.links,
+            self.costs,
+            self.attached.pending.as_mut(),
+            self.args,
+        )
+    }
+
+    /// Ends the command, drains the last records, and reads what the kernel holds.
+    fn finish(
+        &mut self,
+        duration: Duration,
+        stats: Option<std::os::fd::OwnedFd>,
+    ) -> anyhow::Result<End> {
+        let target_exit_status = self.attached.child.as_mut().and_then(Suspended::finish);
+        self.collector.drain(&mut self.loaded.records)?;
+        let counters = self.loaded.counters()?;
+        let ebpf = &self.loaded.ebpf;
+        let pids = &self.attached.target_pids;
+        let probe = loader::probe_time(ebpf, pids)?;
+        let mut end = End {
+            duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
+            target_exit_status,
+            dropped: counters.dropped,
+            depth_overflow: counters.depth_overflow,
+            unmatched_returns: counters.unmatched_return,
+            abandoned: counters.abandoned,
+            malformed: self.loaded.records.malformed,
+            stack_map_full: counters.stack_map_full,
+            probe_emulated_ns: probe.emulated_ns,
+            probe_stepped_ns: probe.stepped_ns,
+            tracepoint_ns: stats
+                .as_ref()
+                .map(|_| tracepoints::run_time(ebpf))
+                .transpose()?,
+            never_mapped: self
+                .attached
+                .pending
+                .as_ref()
+                .map(Pending::names)
+                .unwrap_or_default(),
+            ..End::default()
+        };
+        drop(stats);
+        let args = self.args;
+        if args.probes.alloc || args.probes.sched {
+            let collector = &mut *self.collector;
+            let (threads, inserted, removed) =
+                read_threads(ebpf, pids, &mut collector.names.threads)?;
+            end.threads_outside = threads;
+            if args.probes.alloc {
+                let config = AllocConfig {
+                    sample_bytes: args.alloc_sample.unwrap_or(0),
+                };
+                end.live = read_live(ebpf, config, collector.nif.as_mut(), &mut collector.table)?;
+                // What went in and neither came out nor is still there was evicted.
+                let live_evicted = inserted
+                    .saturating_sub(removed)
+                    .saturating_sub(end.live.len() as u64);
+                end.alloc = Some(AllocRecording {
+                    live_capacity: args.alloc_live_max,
+                    sample_bytes: args.alloc_sample,
+                    live_evicted,
+                    probes: Vec::new(),
+                });
+            }
+        }
+        Ok(end)
+    }
 }
 
 /// Everything records flow into during a recording.

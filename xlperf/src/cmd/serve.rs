@@ -346,10 +346,7 @@ impl Tracer<'_> {
             if self.nif.is_none() {
                 let mut nif = NifTracing::prepare(vm, self.args.probes.nif_mode)?;
                 nif.costs = self.costs;
-                self.names.nif_site = match &nif.mode {
-                    beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
-                    beam::tracing::Mode::Fptr { .. } => None,
-                };
+                self.names.nif_site = nif.dispatch_site();
                 self.nif = Some(nif);
             }
             if let Some(nif) = self.nif.as_mut() {
@@ -489,10 +486,7 @@ impl Tracer<'_> {
                 UProbeScope::AllProcesses,
                 None,
             )?;
-            self.names.nif_site = match &nif.mode {
-                beam::tracing::Mode::Dispatch(d) => Some(d.call_nif.site),
-                beam::tracing::Mode::Fptr { .. } => None,
-            };
+            self.names.nif_site = nif.dispatch_site();
             self.nif = Some(nif);
         }
         // Held for the whole run under pid 0, which never exits.

@@ -14,7 +14,7 @@ use aya::{
 use xlperf_common::{CallRecord, NIF_DISPATCH_DIRTY, NIF_DISPATCH_NORMAL, NifTableRecord};
 
 use super::{Dispatch, NifMode, Vm, resolve::NifResolver};
-use crate::model::ProbeCosts;
+use crate::model::{NifRecording, ProbeCosts, ProbeSite};
 use crate::probe::{
     ProbeError,
     boundary::BoundaryTable,
@@ -80,6 +80,29 @@ impl NifTracing {
             links: Links::default(),
             costs: ProbeCosts::default(),
         })
+    }
+
+    /// Where the dispatch probes sit (their site is every NIF row's), in dispatch mode.
+    pub fn dispatch_site(&self) -> Option<ProbeSite> {
+        match &self.mode {
+            Mode::Dispatch(d) => Some(d.call_nif.site),
+            Mode::Fptr { .. } => None,
+        }
+    }
+
+    /// How the NIF calls were caught, for the summary.
+    pub fn recording(&self, long_call_threshold_ns: u64) -> NifRecording {
+        NifRecording {
+            mode: self.mode_name().into(),
+            fallback_reason: match &self.mode {
+                Mode::Fptr { reason } => reason.clone(),
+                Mode::Dispatch(_) => None,
+            },
+            vm: self.vm.display().to_string(),
+            long_call_threshold_ns,
+            vm_internal_calls: self.resolver.vm_internal,
+            unresolved_calls: self.resolver.unresolved,
+        }
     }
 
     pub fn mode_name(&self) -> &'static str {
