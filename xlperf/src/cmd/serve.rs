@@ -28,7 +28,7 @@ use crate::{
         },
         library::{self, Found, Scope},
         pending::{self, Pending},
-        proc::target,
+        proc::target::{self, Suspended},
     },
     prometheus::{exposition::Exposition, http, lock},
     session::{drain::Names, exits::Signals, setup},
@@ -73,30 +73,15 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         target::check_target(pid)?;
     }
     // Bind first: a port in use is one line before anything is loaded.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => anyhow!(
-                "cannot listen on {}: the port is in use; pick another with --listen",
-                args.listen
-            ),
-            std::io::ErrorKind::AddrNotAvailable => anyhow!(
-                "cannot listen on {}: {} is not an address of this host; use 127.0.0.1 (this host only), 0.0.0.0 (every interface) or one of its own addresses (`ip -brief addr`)",
-                args.listen,
-                args.listen.ip()
-            ),
-            _ => anyhow!("cannot listen on {}: {e}", args.listen),
-        })?;
+    let listener = bind(args.listen).await?;
     let mut signals = Signals::install()?;
-
     let setup::Loaded {
-        mut ebpf,
+        ebpf,
         mut records,
-        calibration: calibrated,
-        baseline: calibration,
+        calibration,
+        baseline,
     } = setup::load(&args.probes, loader::DEFAULT_LIVE_BLOCKS, 0)?;
-    let costs = calibrated.costs;
-
+    let costs = calibration.costs;
     let exposition = Arc::new(Mutex::new(Exposition::new(
         args.max_series,
         u64::try_from(args.probes.long_nif.as_nanos()).unwrap_or(u64::MAX),
@@ -104,20 +89,9 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         args.probes.sched,
     )));
     lock(&exposition)
+        .own
         .probe_cost
         .set(costs.pair.emulated.total_ns as f64 / 1e9);
-
-    let mut global = Links::default();
-    if args.probes.alloc || args.probes.sched {
-        tracepoints::write_layout(&mut ebpf, tracepoints::layout(false)?)?;
-    }
-    if args.probes.sched {
-        tracepoints::attach_sched(&mut ebpf, &mut global)?;
-    }
-    if args.probes.alloc {
-        tracepoints::attach_alloc(&mut ebpf, &mut global, false)?;
-    }
-
     let mut tracer = Tracer {
         ebpf,
         specs,
@@ -129,33 +103,8 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         args,
         costs,
     };
-    let mut pids = args.pids.clone();
-    pids.sort_unstable();
-    // `-p X -p X` is one process: probing it twice would count every call twice.
-    pids.dedup();
-    for pid in pids {
-        tracer.add(pid, None, false)?;
-    }
-    if args.all {
-        tracer.add_all()?;
-    }
-    let mut child = match args.command.split_first() {
-        Some((command, _)) => {
-            let program = target::find_program(command)?;
-            let child = target::Suspended::spawn(&program, &args.command, false)?;
-            tracer.add(child.pid().get(), Some(&program), false)?;
-            Some(child)
-        }
-        None => None,
-    };
-    if let Some(child) = child.as_mut() {
-        child.release().context("starting the command")?;
-    }
-    for pid in tracer.new_by_name() {
-        if let Err(e) = tracer.add(pid, None, true) {
-            eprintln!("xlperf: not tracing pid {pid}: {e:#}");
-        }
-    }
+    let global = tracer.attach_tracepoints()?;
+    let mut child = tracer.add_targets()?;
     let address = listener.local_addr().unwrap_or(args.listen);
     let server = tokio::spawn(http::serve(listener, Arc::clone(&exposition)));
     eprintln!(
@@ -171,10 +120,12 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
             format!(" and every new {}", args.comm.join(", "))
         }
     );
-
-    let mut last_scan = Instant::now();
-    let mut last_dropped = 0;
-    let mut probe_ns_at_scan = 0;
+    let mut scan = Scan {
+        last: Instant::now(),
+        dropped: 0,
+        probe_ns: 0,
+        baseline,
+    };
     loop {
         let stop = tokio::select! {
             waited = records.wait(POLL_INTERVAL) => {
@@ -187,45 +138,8 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         if stop {
             break;
         }
-        if last_scan.elapsed() >= SCAN_INTERVAL {
-            let elapsed = last_scan.elapsed();
-            last_scan = Instant::now();
-            for pid in tracer.new_by_name() {
-                if let Err(e) = tracer.add(pid, None, true) {
-                    eprintln!("xlperf: not tracing pid {pid}: {e:#}");
-                }
-            }
-            if let Some(child) = child.as_mut() {
-                // Reap the command once it exits, so that it is seen gone.
-                let _ = child.try_wait();
-            }
-            tracer.retire();
-            tracer.rescan();
-            tracer.attach_rescanned();
-            let dropped = loader::counters(&tracer.ebpf)?
-                .zip_with(&calibration, u64::saturating_sub)
-                .dropped;
-            let e = lock(&exposition);
-            e.dropped.inc_by(dropped.saturating_sub(last_dropped));
-            last_dropped = dropped;
-            // Every uprobe hit on a target, at its kind of site's measured cost, as the
-            // kernel added them up per thread.
-            let probe_ns = loader::probe_time(&tracer.ebpf, &[])?.sum();
-            e.overhead.set(
-                probe_ns.saturating_sub(probe_ns_at_scan) as f64 / elapsed.as_nanos().max(1) as f64,
-            );
-            probe_ns_at_scan = probe_ns;
-            e.rss.set(own_rss());
-            e.targets.set(
-                i64::try_from(
-                    tracer
-                        .processes
-                        .iter()
-                        .filter(|(pid, p)| **pid != 0 && p.exited.is_none())
-                        .count(),
-                )
-                .unwrap_or(i64::MAX),
-            );
+        if scan.last.elapsed() >= SCAN_INTERVAL {
+            scan.run(&mut tracer, child.as_mut())?;
         }
     }
     server.abort();
@@ -234,8 +148,74 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         let _ = child.try_wait();
     }
     drop(global);
-    drop(calibrated.probes);
+    drop(calibration.probes);
     Ok(())
+}
+
+/// Binds the listening address; an address in use or not this host's is one line.
+async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow!(
+                "cannot listen on {listen}: the port is in use; pick another with --listen"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => anyhow!(
+                "cannot listen on {listen}: {} is not an address of this host; use 127.0.0.1 (this host only), 0.0.0.0 (every interface) or one of its own addresses (`ip -brief addr`)",
+                listen.ip()
+            ),
+            _ => anyhow!("cannot listen on {listen}: {e}"),
+        })
+}
+
+/// The once-a-second work: new processes by name, exits, libraries mapped since, and
+/// xlperf's own figures.
+struct Scan {
+    last: Instant,
+    /// Drops and probe time at the last scan (the kernel's counters only grow).
+    dropped: u64,
+    probe_ns: u64,
+    /// The loss counters once calibrated.
+    baseline: xlperf_common::Counters,
+}
+
+impl Scan {
+    fn run(
+        &mut self,
+        tracer: &mut Tracer<'_>,
+        child: Option<&mut Suspended>,
+    ) -> anyhow::Result<()> {
+        let elapsed = self.last.elapsed();
+        self.last = Instant::now();
+        tracer.add_by_name();
+        if let Some(child) = child {
+            // Reap the command once it exits, so that it is seen gone.
+            let _ = child.try_wait();
+        }
+        tracer.retire();
+        tracer.rescan();
+        tracer.attach_rescanned();
+        let dropped = loader::counters(&tracer.ebpf)?
+            .zip_with(&self.baseline, u64::saturating_sub)
+            .dropped;
+        // Every uprobe hit on a target, at its kind of site's measured cost, as the
+        // kernel added them up per thread.
+        let probe_ns = loader::probe_time(&tracer.ebpf, &[])?.sum();
+        let e = lock(&tracer.exposition);
+        e.own.dropped.inc_by(dropped.saturating_sub(self.dropped));
+        e.own
+            .overhead
+            .set(probe_ns.saturating_sub(self.probe_ns) as f64 / elapsed.as_nanos().max(1) as f64);
+        (self.dropped, self.probe_ns) = (dropped, probe_ns);
+        e.own.rss.set(own_rss());
+        let traced = tracer
+            .processes
+            .iter()
+            .filter(|(pid, p)| **pid != 0 && p.exited.is_none())
+            .count();
+        e.own.targets.set(i64::try_from(traced).unwrap_or(i64::MAX));
+        Ok(())
+    }
 }
 
 /// A traced process.
@@ -261,6 +241,62 @@ struct Tracer<'a> {
 }
 
 impl Tracer<'_> {
+    /// The scheduler and allocation tracepoints, for every target at once.
+    fn attach_tracepoints(&mut self) -> anyhow::Result<Links> {
+        let (args, ebpf) = (self.args, &mut self.ebpf);
+        let mut global = Links::default();
+        if args.probes.alloc || args.probes.sched {
+            tracepoints::write_layout(ebpf, tracepoints::layout(false)?)?;
+        }
+        if args.probes.sched {
+            tracepoints::attach_sched(ebpf, &mut global)?;
+        }
+        if args.probes.alloc {
+            tracepoints::attach_alloc(ebpf, &mut global, false)?;
+        }
+        Ok(global)
+    }
+
+    /// The targets of the command line: `-p` pids, `--all`, the command (started, held
+    /// until its probes are in, then released, and returned), processes already running
+    /// under a `--comm` name.
+    fn add_targets(&mut self) -> anyhow::Result<Option<Suspended>> {
+        let args = self.args;
+        let mut pids = args.pids.clone();
+        pids.sort_unstable();
+        // `-p X -p X` is one process: probing it twice would count every call twice.
+        pids.dedup();
+        for pid in pids {
+            self.add(pid, None, false)?;
+        }
+        if args.all {
+            self.add_all()?;
+        }
+        let mut child = match args.command.split_first() {
+            Some((command, _)) => {
+                let program = target::find_program(command)?;
+                let child = Suspended::spawn(&program, &args.command, false)?;
+                self.add(child.pid().get(), Some(&program), false)?;
+                Some(child)
+            }
+            None => None,
+        };
+        if let Some(child) = child.as_mut() {
+            child.release().context("starting the command")?;
+        }
+        self.add_by_name();
+        Ok(child)
+    }
+
+    /// Processes named by --comm that are not traced yet, traced from now on.
+    fn add_by_name(&mut self) {
+        for pid in self.new_by_name() {
+            if let Err(e) = self.add(pid, None, true) {
+                eprintln!("xlperf: not tracing pid {pid}: {e:#}");
+            }
+        }
+    }
+
     /// Processes named by --comm that are not traced yet.
     fn new_by_name(&self) -> Vec<u32> {
         if self.args.comm.is_empty() {
@@ -333,6 +369,39 @@ impl Tracer<'_> {
             }
             Some(Pending::new(pid, later))
         };
+        let vm = self.add_nifs(pid, program, scope)?;
+        if self.args.probes.alloc {
+            AllocTracing::prepare(&lookup, vm.as_deref())?.attach(
+                &mut self.ebpf,
+                &self.costs,
+                &mut links,
+                scope,
+            )?;
+        }
+        if self.args.probes.alloc || self.args.probes.sched {
+            tracepoints::add_target(&mut self.ebpf, pid)?;
+        }
+        let comm = program.map_or_else(|| target::comm(pid), comm_of_program);
+        self.names.processes.insert(pid, comm);
+        self.processes.insert(
+            pid,
+            Process {
+                links,
+                exited: None,
+                pending,
+            },
+        );
+        Ok(())
+    }
+
+    /// The NIFs of `pid` when it is a BEAM and NIFs are traced (asked for, or no --ffi);
+    /// returns its VM.
+    fn add_nifs(
+        &mut self,
+        pid: u32,
+        program: Option<&std::path::Path>,
+        scope: UProbeScope,
+    ) -> anyhow::Result<Option<std::path::PathBuf>> {
         let vm = match program {
             Some(program) if self.args.probes.nif || beam::is_launcher(program) => {
                 Some(beam::vm_for_program(program)?)
@@ -358,40 +427,7 @@ impl Tracer<'_> {
                 target::comm(pid)
             ));
         }
-        if self.args.probes.alloc {
-            AllocTracing::prepare(&lookup, vm.as_deref())?.attach(
-                &mut self.ebpf,
-                &self.costs,
-                &mut links,
-                scope,
-            )?;
-        }
-        if self.args.probes.alloc || self.args.probes.sched {
-            tracepoints::add_target(&mut self.ebpf, pid)?;
-        }
-        // A command spawned suspended has not exec'd yet: it is named as the kernel will
-        // name it (its file name, cut to 15 bytes).
-        let comm = match program.and_then(|p| p.file_name()) {
-            Some(name) => name
-                .to_string_lossy()
-                .chars()
-                .scan(0, |len, c| {
-                    *len += c.len_utf8();
-                    (*len <= 15).then_some(c)
-                })
-                .collect(),
-            None => target::comm(pid),
-        };
-        self.names.processes.insert(pid, comm);
-        self.processes.insert(
-            pid,
-            Process {
-                links,
-                exited: None,
-                pending,
-            },
-        );
-        Ok(())
+        Ok(vm)
     }
 
     /// The --ffi boundaries of a running process: files it maps now, and (with `wait`)
@@ -563,6 +599,20 @@ impl Tracer<'_> {
             exposition.call(&call.record, duration, call.cost.as_ref(), info, comm);
         }
     }
+}
+
+/// A command spawned suspended has not exec'd yet: it is named as the kernel will name
+/// it (its file name, cut to 15 bytes).
+fn comm_of_program(program: &std::path::Path) -> String {
+    let name = program
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    name.chars()
+        .scan(0, |len, c| {
+            *len += c.len_utf8();
+            (*len <= 15).then_some(c)
+        })
+        .collect()
 }
 
 /// xlperf's resident memory, bytes.

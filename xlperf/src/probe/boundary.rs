@@ -204,179 +204,196 @@ impl BoundaryTable {
     }
 }
 
+/// One function the probes go on: the name shown, its file offset, the probe site.
+pub type Selected = (String, u64, ProbeSite);
+
 /// The functions of `image` that `spec` names, as (name shown, file offset, probe site).
 /// Errors when it names none.
-pub fn select(
-    spec: &FfiSpec,
+pub fn select(spec: &FfiSpec, path: &Path, image: &ElfImage) -> Result<Vec<Selected>, ProbeError> {
+    match &spec.pick {
+        Pick::FileOffset(offset) => by_file_offset(*offset, path, image),
+        Pick::SymbolOffset { symbol, offset } => by_symbol_offset(symbol, *offset, path, image),
+        Pick::Globs(globs) => by_globs(spec, globs, path, image),
+    }
+}
+
+/// `LIB:0xOFFSET`.
+fn by_file_offset(offset: u64, path: &Path, image: &ElfImage) -> Result<Vec<Selected>, ProbeError> {
+    let offset = &offset;
+    let code = image.bytes_at(*offset, prologue::CODE_WINDOW);
+    if code.is_empty() {
+        return Err(ProbeError::BadOffset {
+            path: path.to_owned(),
+            what: format!("{offset:#x}"),
+            why: "it is past the end of the file".into(),
+        });
+    }
+    // Inside a known function, the same rule as SYM+0xOFF; without a symbol around
+    // it, the offset is taken for a function's first instruction (as documented).
+    if let Some((function, into)) = image.function_at_offset(*offset)
+        && !prologue::keeps_return_address(image.code(function, prologue::CODE_WINDOW), into)
+    {
+        return Err(ProbeError::BadOffset {
+            path: path.to_owned(),
+            what: format!("{offset:#x}"),
+            why: format!(
+                "it is {into:#x} into {}, past where the stack moves (or not on an instruction boundary): the return probe would not find the return address",
+                display_name(function)
+            ),
+        });
+    }
+    // An explicit site is probed exactly there: the user chose the instruction.
+    let name = image.function_at_offset(*offset).map_or_else(
+        || format!("{offset:#x}"),
+        |(f, into)| {
+            if into == 0 {
+                display_name(f)
+            } else {
+                format!("{}+{into:#x}", display_name(f))
+            }
+        },
+    );
+    Ok(vec![(name, *offset, prologue::exactly_at(code))])
+}
+
+/// `LIB:SYMBOL+0xOFFSET`.
+fn by_symbol_offset(
+    symbol: &str,
+    offset: u64,
     path: &Path,
     image: &ElfImage,
-) -> Result<Vec<(String, u64, ProbeSite)>, ProbeError> {
-    match &spec.pick {
-        Pick::FileOffset(offset) => {
-            let code = image.bytes_at(*offset, prologue::CODE_WINDOW);
-            if code.is_empty() {
-                return Err(ProbeError::BadOffset {
-                    path: path.to_owned(),
-                    what: format!("{offset:#x}"),
-                    why: "it is past the end of the file".into(),
-                });
-            }
-            // Inside a known function, the same rule as SYM+0xOFF; without a symbol around
-            // it, the offset is taken for a function's first instruction (as documented).
-            if let Some((function, into)) = image.function_at_offset(*offset)
-                && !prologue::keeps_return_address(
-                    image.code(function, prologue::CODE_WINDOW),
-                    into,
-                )
-            {
-                return Err(ProbeError::BadOffset {
-                    path: path.to_owned(),
-                    what: format!("{offset:#x}"),
-                    why: format!(
-                        "it is {into:#x} into {}, past where the stack moves (or not on an instruction boundary): the return probe would not find the return address",
-                        display_name(function)
-                    ),
-                });
-            }
-            // An explicit site is probed exactly there: the user chose the instruction.
-            let name = image.function_at_offset(*offset).map_or_else(
-                || format!("{offset:#x}"),
-                |(f, into)| {
-                    if into == 0 {
-                        display_name(f)
-                    } else {
-                        format!("{}+{into:#x}", display_name(f))
-                    }
-                },
-            );
-            Ok(vec![(name, *offset, prologue::exactly_at(code))])
-        }
-        Pick::SymbolOffset { symbol, offset } => {
-            let function = image
-                .functions
-                .iter()
-                .find(|f| {
-                    f.names.iter().any(|n| {
-                        n == symbol
-                            || elf::demangle(n).is_some_and(|d| {
-                                d == *symbol || d.split_once('(').is_some_and(|(b, _)| b == symbol)
+) -> Result<Vec<Selected>, ProbeError> {
+    let offset = &offset;
+    let function = image
+        .functions
+        .iter()
+        .find(|f| {
+            f.names.iter().any(|n| {
+                n == symbol
+                    || elf::demangle(n).is_some_and(|d| {
+                        d == *symbol || d.split_once('(').is_some_and(|(b, _)| b == symbol)
+                    })
+            })
+        })
+        .ok_or_else(|| ProbeError::NoMatchingFunction {
+            path: path.to_owned(),
+            glob: symbol.to_owned(),
+            count: image.functions.len(),
+        })?;
+    if *offset >= function.size.max(1) {
+        return Err(ProbeError::BadOffset {
+            path: path.to_owned(),
+            what: format!("{symbol}+{offset:#x}"),
+            why: format!("{symbol} is only {} bytes long", function.size),
+        });
+    }
+    if !prologue::keeps_return_address(image.code(function, prologue::CODE_WINDOW), *offset) {
+        return Err(ProbeError::BadOffset {
+            path: path.to_owned(),
+            what: format!("{symbol}+{offset:#x}"),
+            why: format!(
+                "the return probe needs the return address on top of the stack, and by then {symbol} has moved the stack (or the offset is not an instruction boundary); pick an offset before its first push"
+            ),
+        });
+    }
+    let at = function.file_offset + offset;
+    let code = image.bytes_at(at, prologue::CODE_WINDOW);
+    Ok(vec![(
+        format!("{symbol}+{offset:#x}"),
+        at,
+        prologue::exactly_at(code),
+    )])
+}
+
+/// `LIB:GLOB`, over symbol names and (for globs with `::`) demangled ones.
+fn by_globs(
+    spec: &FfiSpec,
+    globs: &[String],
+    path: &Path,
+    image: &ElfImage,
+) -> Result<Vec<Selected>, ProbeError> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(
+            GlobBuilder::new(glob)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| ProbeError::BadGlob {
+                    glob: spec.glob.clone(),
+                    reason: e.kind().to_string(),
+                })?,
+        );
+    }
+    let matcher = builder.build().map_err(|e| ProbeError::BadGlob {
+        glob: spec.glob.clone(),
+        reason: e.kind().to_string(),
+    })?;
+    // Mangled symbols contain their identifiers, so most globs match them as
+    // they are; a glob with a path separator is meant for demangled names.
+    let demangled = globs.iter().any(|g| g.contains("::"));
+    let mut found = Vec::new();
+    let mut ifuncs = Vec::new();
+    for function in &image.functions {
+        // Shown under the name that matched (of several aliases), demangled when
+        // it is a mangled one.
+        let matched = function
+            .names
+            .iter()
+            .find(|n| matcher.is_match(n.as_str()))
+            .map(|n| elf::demangle(n).unwrap_or_else(|| n.clone()))
+            .or_else(|| {
+                demangled
+                    .then(|| {
+                        function
+                            .names
+                            .iter()
+                            .filter_map(|n| elf::demangle(n))
+                            .find(|n| {
+                                // C++ names demangle with their parameters; a glob
+                                // may leave them out (`ns::Klass::method`).
+                                matcher.is_match(n.as_str())
+                                    || n.split_once('(')
+                                        .is_some_and(|(bare, _)| matcher.is_match(bare))
                             })
                     })
-                })
-                .ok_or_else(|| ProbeError::NoMatchingFunction {
-                    path: path.to_owned(),
-                    glob: symbol.clone(),
-                    count: image.functions.len(),
-                })?;
-            if *offset >= function.size.max(1) {
-                return Err(ProbeError::BadOffset {
-                    path: path.to_owned(),
-                    what: format!("{symbol}+{offset:#x}"),
-                    why: format!("{symbol} is only {} bytes long", function.size),
-                });
-            }
-            if !prologue::keeps_return_address(image.code(function, prologue::CODE_WINDOW), *offset)
-            {
-                return Err(ProbeError::BadOffset {
-                    path: path.to_owned(),
-                    what: format!("{symbol}+{offset:#x}"),
-                    why: format!(
-                        "the return probe needs the return address on top of the stack, and by then {symbol} has moved the stack (or the offset is not an instruction boundary); pick an offset before its first push"
-                    ),
-                });
-            }
-            let at = function.file_offset + offset;
-            let code = image.bytes_at(at, prologue::CODE_WINDOW);
-            Ok(vec![(
-                format!("{symbol}+{offset:#x}"),
-                at,
-                prologue::exactly_at(code),
-            )])
+                    .flatten()
+            });
+        let Some(name) = matched else {
+            continue;
+        };
+        if function.ifunc {
+            ifuncs.push(name);
+            continue;
         }
-        Pick::Globs(globs) => {
-            let mut builder = GlobSetBuilder::new();
-            for glob in globs {
-                builder.add(
-                    GlobBuilder::new(glob)
-                        .literal_separator(false)
-                        .build()
-                        .map_err(|e| ProbeError::BadGlob {
-                            glob: spec.glob.clone(),
-                            reason: e.kind().to_string(),
-                        })?,
-                );
-            }
-            let matcher = builder.build().map_err(|e| ProbeError::BadGlob {
-                glob: spec.glob.clone(),
-                reason: e.kind().to_string(),
-            })?;
-            // Mangled symbols contain their identifiers, so most globs match them as
-            // they are; a glob with a path separator is meant for demangled names.
-            let demangled = globs.iter().any(|g| g.contains("::"));
-            let mut found = Vec::new();
-            let mut ifuncs = Vec::new();
-            for function in &image.functions {
-                // Shown under the name that matched (of several aliases), demangled when
-                // it is a mangled one.
-                let matched =
-                    function
-                        .names
-                        .iter()
-                        .find(|n| matcher.is_match(n.as_str()))
-                        .map(|n| elf::demangle(n).unwrap_or_else(|| n.clone()))
-                        .or_else(|| {
-                            demangled
-                                .then(|| {
-                                    function.names.iter().filter_map(|n| elf::demangle(n)).find(
-                                        |n| {
-                                            // C++ names demangle with their parameters; a glob
-                                            // may leave them out (`ns::Klass::method`).
-                                            matcher.is_match(n.as_str())
-                                                || n.split_once('(')
-                                                    .is_some_and(|(bare, _)| matcher.is_match(bare))
-                                        },
-                                    )
-                                })
-                                .flatten()
-                        });
-                let Some(name) = matched else {
-                    continue;
-                };
-                if function.ifunc {
-                    ifuncs.push(name);
-                    continue;
-                }
-                let site = prologue::choose(
-                    image.code(function, prologue::CODE_WINDOW),
-                    prologue::Reads::Nothing,
-                );
-                found.push((name, function.file_offset, site));
-            }
-            if found.is_empty() {
-                return Err(if ifuncs.is_empty() {
-                    ProbeError::NoMatchingFunction {
-                        path: path.to_owned(),
-                        glob: spec.glob.clone(),
-                        count: image.functions.len(),
-                    }
-                } else {
-                    ProbeError::OnlyIfunc {
-                        path: path.to_owned(),
-                        names: ifuncs.join(", "),
-                    }
-                });
-            }
-            if !ifuncs.is_empty() {
-                log::warn!(
-                    "skipping {} IFUNC resolver(s) in {} ({}): they run once at load time",
-                    ifuncs.len(),
-                    path.display(),
-                    ifuncs.join(", ")
-                );
-            }
-            Ok(found)
-        }
+        let site = prologue::choose(
+            image.code(function, prologue::CODE_WINDOW),
+            prologue::Reads::Nothing,
+        );
+        found.push((name, function.file_offset, site));
     }
+    if found.is_empty() {
+        return Err(if ifuncs.is_empty() {
+            ProbeError::NoMatchingFunction {
+                path: path.to_owned(),
+                glob: spec.glob.clone(),
+                count: image.functions.len(),
+            }
+        } else {
+            ProbeError::OnlyIfunc {
+                path: path.to_owned(),
+                names: ifuncs.join(", "),
+            }
+        });
+    }
+    if !ifuncs.is_empty() {
+        log::warn!(
+            "skipping {} IFUNC resolver(s) in {} ({}): they run once at load time",
+            ifuncs.len(),
+            path.display(),
+            ifuncs.join(", ")
+        );
+    }
+    Ok(found)
 }
 
 /// A function as its language names it: demangled (Rust without its hash) when its

@@ -53,14 +53,8 @@ pub struct Exposition {
     oncpu: Seconds,
     offcpu: Seconds,
     runq: Seconds,
-    pub records: Counter<u64>,
-    pub dropped: Counter<u64>,
-    pub probe_hits: Counter<u64>,
-    pub probe_cost: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub overhead: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub rss: Gauge<i64>,
-    pub overflow: Counter<u64>,
-    pub targets: Gauge<i64>,
+    /// xlperf's own figures.
+    pub own: Own,
     /// Label sets in use, per pid: the cap counts them, and a pid's go when it is dropped.
     series: HashMap<u32, Vec<Crossing>>,
     max_series: usize,
@@ -69,135 +63,80 @@ pub struct Exposition {
 
 impl Exposition {
     pub fn new(max_series: usize, long_call_ns: u64, alloc: bool, sched: bool) -> Self {
-        let mut registry = Registry::default();
-        let duration = Family::new_with_constructor(Buckets);
-        registry.register(
-            "xlperf_crossing_duration_seconds",
-            "Wall time of each call that crossed a language boundary",
-            duration.clone(),
-        );
-        let calls = Counters::default();
-        registry.register(
-            "xlperf_crossing_calls",
-            "Calls that crossed a language boundary",
-            calls.clone(),
-        );
-        let long_nif = Counters::default();
-        registry.register(
-            "xlperf_nif_long_calls",
-            "NIF calls on a normal BEAM scheduler longer than --long-nif (each holds up every process queued there)",
-            long_nif.clone(),
-        );
-        let (allocs, alloc_bytes, frees, free_bytes) = (
-            Counters::default(),
-            Counters::default(),
-            Counters::default(),
-            Counters::default(),
-        );
-        if alloc {
-            registry.register(
+        let mut r = Registry::default();
+        Self {
+            duration: register(
+                &mut r,
+                "xlperf_crossing_duration_seconds",
+                "Wall time of each call that crossed a language boundary",
+                Family::new_with_constructor(Buckets),
+                true,
+            ),
+            calls: register(
+                &mut r,
+                "xlperf_crossing_calls",
+                "Calls that crossed a language boundary",
+                Counters::default(),
+                true,
+            ),
+            long_nif: register(
+                &mut r,
+                "xlperf_nif_long_calls",
+                "NIF calls on a normal BEAM scheduler longer than --long-nif (each holds up every process queued there)",
+                Counters::default(),
+                true,
+            ),
+            allocs: register(
+                &mut r,
                 "xlperf_crossing_allocs",
                 "Allocations made inside the crossing",
-                allocs.clone(),
-            );
-            registry.register(
+                Counters::default(),
+                alloc,
+            ),
+            alloc_bytes: register(
+                &mut r,
                 "xlperf_crossing_alloc_bytes",
                 "Bytes allocated inside the crossing",
-                alloc_bytes.clone(),
-            );
-            registry.register(
+                Counters::default(),
+                alloc,
+            ),
+            frees: register(
+                &mut r,
                 "xlperf_crossing_frees",
                 "Frees made inside the crossing",
-                frees.clone(),
-            );
-            registry.register(
+                Counters::default(),
+                alloc,
+            ),
+            free_bytes: register(
+                &mut r,
                 "xlperf_crossing_free_bytes",
                 "Bytes freed inside the crossing",
-                free_bytes.clone(),
-            );
-        }
-        let (oncpu, offcpu, runq) = (Seconds::default(), Seconds::default(), Seconds::default());
-        if sched {
-            registry.register(
+                Counters::default(),
+                alloc,
+            ),
+            oncpu: register(
+                &mut r,
                 "xlperf_crossing_oncpu_seconds",
                 "Time the crossing ran on a CPU",
-                oncpu.clone(),
-            );
-            registry.register(
+                Seconds::default(),
+                sched,
+            ),
+            offcpu: register(
+                &mut r,
                 "xlperf_crossing_offcpu_seconds",
                 "Time the crossing was blocked off CPU (asleep or waiting)",
-                offcpu.clone(),
-            );
-            registry.register(
+                Seconds::default(),
+                sched,
+            ),
+            runq: register(
+                &mut r,
                 "xlperf_crossing_runq_seconds",
                 "Time the crossing was runnable, waiting for a CPU",
-                runq.clone(),
-            );
-        }
-        let records = Counter::default();
-        registry.register(
-            "xlperf_records_processed",
-            "Call records read from the kernel",
-            records.clone(),
-        );
-        let dropped = Counter::default();
-        registry.register(
-            "xlperf_records_dropped",
-            "Records lost because the ring buffer was full (raise --ring-size)",
-            dropped.clone(),
-        );
-        let probe_hits = Counter::default();
-        registry.register(
-            "xlperf_probe_hits",
-            "Probe hits (an entry and a return per traced call)",
-            probe_hits.clone(),
-        );
-        let probe_cost = Gauge::default();
-        registry.register(
-            "xlperf_probe_cost_seconds",
-            "Measured wall time one probe pair adds to a call on this host",
-            probe_cost.clone(),
-        );
-        let overhead = Gauge::default();
-        registry.register(
-            "xlperf_overhead_ratio",
-            "Estimated share of one CPU spent in xlperf's probes over the last second",
-            overhead.clone(),
-        );
-        let rss = Gauge::default();
-        registry.register(
-            "xlperf_resident_memory_bytes",
-            "xlperf's own resident memory",
-            rss.clone(),
-        );
-        let overflow = Counter::default();
-        registry.register(
-            "xlperf_series_overflow",
-            "Calls folded into function=\"other\" because --max-series label sets were in use",
-            overflow.clone(),
-        );
-        let targets = Gauge::default();
-        registry.register("xlperf_targets", "Processes traced now", targets.clone());
-        Self {
-            registry,
-            duration,
-            calls,
-            long_nif,
-            allocs,
-            alloc_bytes,
-            frees,
-            free_bytes,
-            oncpu,
-            offcpu,
-            runq,
-            records,
-            dropped,
-            probe_hits,
-            probe_cost,
-            overhead,
-            rss,
-            overflow,
-            targets,
+                Seconds::default(),
+                sched,
+            ),
+            own: Own::register(&mut r),
+            registry: r,
             series: HashMap::new(),
             max_series,
             long_call_ns,
@@ -215,8 +154,8 @@ impl Exposition {
         comm: &str,
     ) {
         let labels = self.labels(record.pid, comm, boundary);
-        self.records.inc();
-        self.probe_hits.inc_by(2);
+        self.own.records.inc();
+        self.own.probe_hits.inc_by(2);
         self.calls.get_or_create(&labels).inc();
         self.duration
             .get_or_create(&labels)
@@ -266,7 +205,7 @@ impl Exposition {
             return labels;
         }
         if in_use >= self.max_series {
-            self.overflow.inc();
+            self.own.overflow.inc();
             let other = Crossing {
                 library: "other".into(),
                 function: "other".into(),
@@ -344,6 +283,96 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         let _ = writeln!(out, "{}", rewritten.as_deref().unwrap_or(line));
     }
     out
+}
+
+/// xlperf's own figures: what it read, lost and cost, and how big it is.
+pub struct Own {
+    pub records: Counter<u64>,
+    pub dropped: Counter<u64>,
+    pub probe_hits: Counter<u64>,
+    pub probe_cost: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub overhead: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub rss: Gauge<i64>,
+    pub overflow: Counter<u64>,
+    pub targets: Gauge<i64>,
+}
+
+impl Own {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            records: register(
+                r,
+                "xlperf_records_processed",
+                "Call records read from the kernel",
+                Counter::default(),
+                true,
+            ),
+            dropped: register(
+                r,
+                "xlperf_records_dropped",
+                "Records lost because the ring buffer was full (raise --ring-size)",
+                Counter::default(),
+                true,
+            ),
+            probe_hits: register(
+                r,
+                "xlperf_probe_hits",
+                "Probe hits (an entry and a return per traced call)",
+                Counter::default(),
+                true,
+            ),
+            probe_cost: register(
+                r,
+                "xlperf_probe_cost_seconds",
+                "Measured wall time one probe pair adds to a call on this host",
+                Gauge::default(),
+                true,
+            ),
+            overhead: register(
+                r,
+                "xlperf_overhead_ratio",
+                "Estimated share of one CPU spent in xlperf's probes over the last second",
+                Gauge::default(),
+                true,
+            ),
+            rss: register(
+                r,
+                "xlperf_resident_memory_bytes",
+                "xlperf's own resident memory",
+                Gauge::default(),
+                true,
+            ),
+            overflow: register(
+                r,
+                "xlperf_series_overflow",
+                "Calls folded into function=\"other\" because --max-series label sets were in use",
+                Counter::default(),
+                true,
+            ),
+            targets: register(
+                r,
+                "xlperf_targets",
+                "Processes traced now",
+                Gauge::default(),
+                true,
+            ),
+        }
+    }
+}
+
+/// `metric`, registered under `name` when `on` (a family for a probe flag not given is
+/// kept unregistered: no empty series of it appear).
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+    on: bool,
+) -> M {
+    if on {
+        registry.register(name, help, metric.clone());
+    }
+    metric
 }
 
 #[cfg(test)]

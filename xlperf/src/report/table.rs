@@ -390,6 +390,29 @@ pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     long_nifs(summary, &mut out);
     findings(summary, &mut out);
+    crossings(summary, &mut out);
+    allocations(summary, &mut out);
+    scheduling(summary, &mut out);
+    let calls: u64 = summary.boundaries.iter().map(|b| b.calls).sum();
+    overhead_line(summary, calls, &mut out);
+    notes(summary, &mut out);
+    if let Some(status) = summary.target_exit_status {
+        let _ = writeln!(out, "target exited with status {status}");
+    }
+    out
+}
+
+/// The main table: one row per (process, function); the PID column only for several
+/// processes, SCHEDULER only for NIFs.
+fn crossings(summary: &Summary, out: &mut String) {
+    if summary.boundaries.is_empty() {
+        out.push_str(if summary.never_mapped.is_empty() {
+            "no traced function was called during the recording\n"
+        } else {
+            "nothing was traced: the target never mapped the libraries named with --ffi\n"
+        });
+        return;
+    }
     let any_nif = summary.boundaries.iter().any(|b| b.nif.is_some());
     let multi_pid = {
         let mut pids: Vec<u32> = summary.boundaries.iter().map(|b| b.pid).collect();
@@ -397,21 +420,21 @@ pub fn render(summary: &Summary) -> String {
         pids.dedup();
         pids.len() > 1
     };
-    let calls: u64 = summary.boundaries.iter().map(|b| b.calls).sum();
-
-    let mut rows: Vec<[String; 11]> = vec![[
-        "PID".into(),
-        "LIBRARY".into(),
-        "FUNCTION".into(),
-        "SCHEDULER".into(),
-        "CALLS".into(),
-        "TOTAL".into(),
-        "P50".into(),
-        "P90".into(),
-        "P99".into(),
-        "MAX".into(),
-        "PROBE/CALL".into(),
-    ]];
+    let header = [
+        "PID",
+        "LIBRARY",
+        "FUNCTION",
+        "SCHEDULER",
+        "CALLS",
+        "TOTAL",
+        "P50",
+        "P90",
+        "P99",
+        "MAX",
+        "PROBE/CALL",
+    ]
+    .map(String::from);
+    let mut rows: Vec<[String; 11]> = vec![header];
     for b in &summary.boundaries {
         rows.push([
             format!("{} {}", b.pid, b.comm),
@@ -431,45 +454,36 @@ pub fn render(summary: &Summary) -> String {
             },
         ]);
     }
-    let skip = usize::from(!multi_pid);
     let mut widths = [0usize; 11];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    if summary.boundaries.is_empty() && summary.never_mapped.is_empty() {
-        out.push_str("no traced function was called during the recording\n");
-    } else if summary.boundaries.is_empty() {
-        out.push_str(
-            "nothing was traced: the target never mapped the libraries named with --ffi\n",
-        );
-    } else {
-        for row in &rows {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate().skip(skip) {
-                if i == 3 && !any_nif {
-                    continue;
-                }
-                let pad = widths[i].saturating_sub(cell.chars().count());
-                if i >= 4 {
-                    line.push_str(&" ".repeat(pad));
-                    line.push_str(cell);
-                } else {
-                    line.push_str(cell);
-                    line.push_str(&" ".repeat(pad));
-                }
-                line.push_str("  ");
+    let skip = usize::from(!multi_pid);
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate().skip(skip) {
+            if i == 3 && !any_nif {
+                continue;
             }
-            out.push_str(line.trim_end());
-            out.push('\n');
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            if i >= 4 {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+            line.push_str("  ");
         }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
+}
 
-    allocations(summary, &mut out);
-    scheduling(summary, &mut out);
-
-    overhead_line(summary, calls, &mut out);
+/// What the figures above leave out, and why.
+fn notes(summary: &Summary, out: &mut String) {
     if summary.dropped > 0 {
         let _ = writeln!(
             out,
@@ -503,17 +517,13 @@ pub fn render(summary: &Summary) -> String {
             let _ = writeln!(out, "note: {count} {what}");
         }
     }
-    stepped_note(summary, &mut out);
+    stepped_note(summary, out);
     for library in &summary.never_mapped {
         let _ = writeln!(
             out,
             "note: the target never mapped {library}, so none of its functions could be traced (is it the library the program really loads? `xlperf list -p PID` or /proc/PID/maps show what it maps)"
         );
     }
-    if let Some(status) = summary.target_exit_status {
-        let _ = writeln!(out, "target exited with status {status}");
-    }
-    out
 }
 
 #[cfg(test)]
