@@ -41,6 +41,7 @@ use crate::{
         drain::Names,
         exits::{self, Exits, Signals},
         setup,
+        sink::{self, Sink},
     },
 };
 
@@ -579,20 +580,11 @@ impl Collector {
             .names
             .drain(records, &mut self.table, self.nif.as_mut());
         self.stopped.extend(&batch.stopped);
-        for call in &batch.calls {
-            self.aggregates.call(call);
-        }
-        for off in &batch.off_cpu {
-            self.aggregates.off_cpu(off);
-        }
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut self.aggregates];
         if let Some(writer) = self.writer.as_mut() {
-            writer.names(&batch.new_processes, &batch.new_threads)?;
-            writer.boundaries(&batch.new_boundaries)?;
-            writer.calls(&batch.calls)?;
-            writer.off_cpu(&batch.off_cpu)?;
-            writer.flush()?;
+            sinks.push(writer);
         }
-        Ok(())
+        sink::feed(&batch, &self.names, &mut sinks)
     }
 
     /// Attaches to the libraries a stopped process has just mapped that it was waiting

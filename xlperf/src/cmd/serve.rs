@@ -31,7 +31,7 @@ use crate::{
         proc::target::{self, Suspended},
     },
     prometheus::{exposition::Exposition, http, lock},
-    session::{drain::Names, exits::Signals, setup},
+    session::{drain::Names, exits::Signals, setup, sink},
 };
 
 /// How often the ring buffer is drained (the kernel side never wakes us).
@@ -576,27 +576,25 @@ impl Tracer<'_> {
 
     /// Takes in every record available now.
     fn drain(&mut self, records: &mut CallRecords) {
-        let batch = self
+        let mut batch = self
             .names
             .drain(records, &mut self.table, self.nif.as_mut());
         // Serving needs no thread names: they would only pile up over days.
         self.names.threads.clear();
-        self.attach_mapped(batch.stopped);
-        let mut exposition = lock(&self.exposition);
+        self.attach_mapped(std::mem::take(&mut batch.stopped));
         for call in &batch.calls {
-            let Some(info) = self.names.boundaries.get(&call.record.boundary) else {
-                continue;
-            };
-            let pid = call.record.pid;
             // --all: processes are known from their records.
-            self.processes.entry(pid).or_insert_with(|| Process {
-                links: Links::default(),
-                exited: None,
-                pending: None,
-            });
-            let comm = self.names.processes.get(&pid).map_or("?", String::as_str);
-            let duration = call.record.corrected_ns();
-            exposition.call(&call.record, duration, call.cost.as_ref(), info, comm);
+            self.processes
+                .entry(call.record.pid)
+                .or_insert_with(|| Process {
+                    links: Links::default(),
+                    exited: None,
+                    pending: None,
+                });
+        }
+        let mut exposition = lock(&self.exposition);
+        if let Err(e) = sink::feed(&batch, &self.names, &mut [&mut *exposition]) {
+            log::warn!("updating the metrics: {e:#}");
         }
     }
 }

@@ -21,7 +21,7 @@ mod svg;
 mod timeline;
 
 #[cfg(test)]
-mod testdata;
+pub(crate) mod testdata;
 
 use crate::model::Capture;
 

@@ -173,12 +173,8 @@ pub fn summary(aggregates: &Aggregates, recording: &Recording<'_>) -> Summary {
 /// (zero), which `truncated` says.
 pub fn from_capture(capture: &Capture) -> Summary {
     let mut aggregates = Aggregates::new(&capture.meta);
-    for call in &capture.calls {
-        aggregates.call(call);
-    }
-    for off in &capture.off_cpu {
-        aggregates.off_cpu(off);
-    }
+    // The same sink a live recording feeds; aggregating never fails.
+    let _ = crate::session::sink::replay(capture, &mut [&mut aggregates]);
     let end = capture.end.clone().unwrap_or_else(|| End {
         duration_ns: capture
             .calls
