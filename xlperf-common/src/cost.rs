@@ -1,9 +1,11 @@
 //! What happened during a crossing besides its wall time: allocations and scheduling,
 //! added up in the kernel on the innermost active crossing of the thread.
 
-/// Allocation and scheduler figures of one crossing (or of a thread outside any).
+/// Allocation and scheduler figures of one crossing (or of a thread outside any). The
+/// one cost type: the kernel adds it up, userspace writes it out under these names.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Cost {
     /// Successful allocations (malloc family, enif_alloc) and their requested bytes.
     pub alloc_count: u64,

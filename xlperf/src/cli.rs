@@ -139,14 +139,8 @@ pub struct ReportArgs {
     pub output: Option<PathBuf>,
 }
 
-/// What `report --format` exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    Perfetto,
-    Chrome,
-    Folded,
-    Svg,
-}
+/// What `report --format` exports: the exporters' own list.
+pub use crate::export::Format as ExportFormat;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

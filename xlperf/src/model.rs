@@ -132,22 +132,14 @@ impl End {
     }
 }
 
+/// A thread's figures while no traced crossing was active on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadOutside {
     pub tid: u32,
     pub pid: u32,
-    pub alloc_count: u64,
-    pub alloc_bytes: u64,
-    pub free_count: u64,
-    pub free_bytes: u64,
-    pub offcpu_ns: u64,
-    pub runq_ns: u64,
-    pub switches: u64,
-    pub kmem_count: u64,
-    pub kmem_bytes: u64,
-    pub mmap_count: u64,
-    pub mmap_bytes: u64,
-    pub munmap_bytes: u64,
+    #[serde(flatten)]
+    pub cost: Cost,
+    /// Frees of blocks allocated before the recording (or evicted from the live map).
     pub frees_untracked: u64,
 }
 

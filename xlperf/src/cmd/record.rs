@@ -675,11 +675,7 @@ fn find_vm(
     }
     // Allocations and scheduling are worth recording in any process, crossings or not.
     let whole_process = args.probes.alloc || args.probes.sched;
-    let nothing = |what: String| {
-        anyhow!(
-            "nothing to trace in {what}: it is not an Erlang/Elixir VM, the runtime xlperf detects; name C-ABI functions with --ffi LIB[:GLOB], or record its allocations or scheduling with --alloc / --sched"
-        )
-    };
+    let nothing = |what: String| ProbeError::NothingToTrace { what };
     match targets {
         Targets::Pids(pids) => {
             let mut found: Option<PathBuf> = None;
@@ -687,21 +683,19 @@ fn find_vm(
                 target::check_target(pid)?;
                 match beam::vm_of_pid(pid)? {
                     Some(vm) => {
-                        if found.as_ref().is_some_and(|f| *f != vm) {
-                            return Err(anyhow!(
-                                "pids run different Erlang VMs ({} and {}); record one installation at a time",
-                                found
-                                    .as_ref()
-                                    .map_or_else(String::new, |f| f.display().to_string()),
-                                vm.display()
-                            ));
+                        if let Some(first) = found.as_ref().filter(|f| **f != vm) {
+                            return Err(ProbeError::DifferentVms {
+                                first: first.clone(),
+                                second: vm,
+                            }
+                            .into());
                         }
                         found = Some(vm);
                     }
                     None if args.probes.nif => return Err(ProbeError::NotBeam { pid }.into()),
                     None if whole_process => {}
                     None => {
-                        return Err(nothing(format!("pid {pid} ({})", target::comm(pid))));
+                        return Err(nothing(format!("pid {pid} ({})", target::comm(pid))).into());
                     }
                 }
             }
@@ -714,16 +708,14 @@ fn find_vm(
             } else if whole_process {
                 Ok(None)
             } else {
-                Err(nothing(argv.first().cloned().unwrap_or_default()))
+                Err(nothing(argv.first().cloned().unwrap_or_default()).into())
             }
         }
         Targets::All => {
             if args.probes.nif {
                 Ok(Some(beam::vm_for_program(std::path::Path::new("erl"))?))
             } else {
-                Err(anyhow!(
-                    "--all needs a probe: name functions with --ffi LIB[:GLOB], or trace every BEAM's NIFs with --nif"
-                ))
+                Err(ProbeError::AllNeedsProbe.into())
             }
         }
     }
@@ -798,12 +790,12 @@ fn read_threads(
                 comm,
             },
         );
-        threads.push(build::thread_outside(
+        threads.push(ThreadOutside {
             tid,
-            thread.tgid,
-            &thread.outside,
-            thread.frees_untracked,
-        ));
+            pid: thread.tgid,
+            cost: thread.outside,
+            frees_untracked: thread.frees_untracked,
+        });
         inserted += thread.live_inserted;
         removed += thread.live_removed;
     }

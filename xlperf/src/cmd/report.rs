@@ -47,14 +47,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 
 fn export(
     capture: &crate::model::Capture,
-    format: crate::cli::ExportFormat,
+    format: crate::export::Format,
 ) -> anyhow::Result<Vec<u8>> {
-    use crate::{cli::ExportFormat as Cli, export::Format};
-    let format = match format {
-        Cli::Perfetto => Format::Perfetto,
-        Cli::Chrome => Format::Chrome,
-        Cli::Folded => Format::Folded,
-        Cli::Svg => Format::Svg,
-    };
     Ok(crate::export::export(capture, format)?)
 }

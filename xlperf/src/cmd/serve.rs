@@ -50,9 +50,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         return Err(ProbeError::AllNeedsProcess.into());
     }
     if args.all && args.probes.ffi.is_empty() && !args.probes.nif {
-        return Err(anyhow!(
-            "--all needs a probe: name functions with --ffi LIB[:GLOB], or trace every BEAM's NIFs with --nif"
-        ));
+        return Err(ProbeError::AllNeedsProbe.into());
     }
     let specs: Vec<FfiSpec> = args
         .probes

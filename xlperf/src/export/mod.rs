@@ -25,8 +25,8 @@ pub(crate) mod testdata;
 
 use crate::model::Capture;
 
-/// An output format of `report`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An output format of `report` (also its `--format` values, so there is one list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Perfetto protobuf trace (`.pftrace`).
     Perfetto,

@@ -131,6 +131,18 @@ pub enum ProbeError {
     NoAllocator { library: PathBuf },
     #[error("--alloc and --sched follow processes, so they need -p PID or a command, not --all")]
     AllNeedsProcess,
+    #[error(
+        "--all needs a probe: name functions with --ffi LIB[:GLOB], or trace every BEAM's NIFs with --nif"
+    )]
+    AllNeedsProbe,
+    #[error(
+        "nothing to trace in {what}: it is not an Erlang/Elixir VM, the runtime xlperf detects; name C-ABI functions with --ffi LIB[:GLOB], or record its allocations or scheduling with --alloc / --sched"
+    )]
+    NothingToTrace { what: String },
+    #[error(
+        "pids run different Erlang VMs ({first} and {second}); record one installation at a time"
+    )]
+    DifferentVms { first: PathBuf, second: PathBuf },
     #[error("{what}")]
     Program {
         what: String,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use xlperf_common::{Cost, NO_BOUNDARY, OffCpuRecord};
+use xlperf_common::{NO_BOUNDARY, OffCpuRecord};
 
 use super::{
     Summary, insights,
@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     aggregate::{calls::CallAggregator, cost::CostAggregator},
-    model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo, ThreadOutside},
+    model::{BoundaryInfo, CallEvent, Capture, End, Meta, ThreadInfo},
 };
 
 /// Everything the records of one recording feed.
@@ -54,49 +54,11 @@ impl Aggregates {
             return;
         };
         for t in &end.threads_outside {
-            costs.thread_outside(t.tid, t.pid, outside_cost(t), t.frees_untracked);
+            costs.thread_outside(t.tid, t.pid, t.cost, t.frees_untracked);
         }
         for live in &end.live {
             costs.live(live.pid, live.boundary, live.bytes, live.ns);
         }
-    }
-}
-
-/// A thread's outside bucket as the kernel's `Cost`, and back.
-pub fn outside_cost(t: &ThreadOutside) -> Cost {
-    Cost {
-        alloc_count: t.alloc_count,
-        alloc_bytes: t.alloc_bytes,
-        free_count: t.free_count,
-        free_bytes: t.free_bytes,
-        mmap_count: t.mmap_count,
-        mmap_bytes: t.mmap_bytes,
-        munmap_bytes: t.munmap_bytes,
-        offcpu_ns: t.offcpu_ns,
-        runq_ns: t.runq_ns,
-        switches: t.switches,
-        kmem_count: t.kmem_count,
-        kmem_bytes: t.kmem_bytes,
-    }
-}
-
-pub fn thread_outside(tid: u32, pid: u32, cost: &Cost, frees_untracked: u64) -> ThreadOutside {
-    ThreadOutside {
-        tid,
-        pid,
-        alloc_count: cost.alloc_count,
-        alloc_bytes: cost.alloc_bytes,
-        free_count: cost.free_count,
-        free_bytes: cost.free_bytes,
-        offcpu_ns: cost.offcpu_ns,
-        runq_ns: cost.runq_ns,
-        switches: cost.switches,
-        kmem_count: cost.kmem_count,
-        kmem_bytes: cost.kmem_bytes,
-        mmap_count: cost.mmap_count,
-        mmap_bytes: cost.mmap_bytes,
-        munmap_bytes: cost.munmap_bytes,
-        frees_untracked,
     }
 }
 
