@@ -9,14 +9,20 @@ use serde::Serialize;
 
 use crate::{
     cli::{ListArgs, NifMode},
+    model::CallEvent,
     privileges,
     probe::{
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
-        bpf::{loader, ring},
+        bpf::{loader, ring::CallRecords},
         proc::{maps, target},
     },
     report::table::human_ns,
+    session::{
+        drain::Names,
+        exits::{self, Signals},
+        sink::{self, Sink},
+    },
 };
 
 #[derive(Debug, Serialize)]
@@ -116,44 +122,65 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts NIF calls of `pid` per boundary for `duration`; returns them and how long the
-/// probes really watched (from attached to the last read, not loading or detaching).
+/// Counts NIF calls of `pid` per boundary for `duration` (or until Ctrl-C); returns them
+/// and how long the probes really watched (from attached to the last read, not loading
+/// or detaching). The session's drain names the calls, a [`CallCounts`] sink counts them.
 fn watch(
     nif: &mut NifTracing,
     table: &mut BoundaryTable,
     pid: u32,
     duration: std::time::Duration,
 ) -> anyhow::Result<(HashMap<u32, u64>, std::time::Duration)> {
-    let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0)?;
-    let mut ring = loader::call_records(&mut ebpf)?;
-    let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
-    nif.attach(&mut ebpf, table, scope, Some(pid))?;
-    let mut calls: HashMap<u32, u64> = HashMap::new();
-    let started = Instant::now();
-    let end = started + duration;
-    let mut batch = Vec::new();
-    loop {
-        let done = Instant::now() >= end;
-        ring::drain(&mut ring, |item| {
-            if let ring::Item::Call(r, _) = item {
-                batch.push(r);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    runtime.block_on(async {
+        let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0)?;
+        let ring = loader::call_records(&mut ebpf)?;
+        let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
+        let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
+        nif.attach(&mut ebpf, table, scope, Some(pid))?;
+        let mut signals = Signals::install()?;
+        let (mut names, mut counts) = (Names::default(), CallCounts::default());
+        let started = Instant::now();
+        let deadline = Some(tokio::time::Instant::now() + duration);
+        loop {
+            let stop = tokio::select! {
+                waited = records.wait(POLL_INTERVAL) => {
+                    waited.context("reading the ring buffer")?;
+                    false
+                }
+                () = signals.any() => true,
+                () = exits::sleep_until(deadline) => true,
+            };
+            let batch = names.drain(&mut records, table, Some(&mut *nif));
+            sink::feed(&batch, &names, &mut [&mut counts])?;
+            if stop {
+                break;
             }
-        });
-        nif.name_batch(&mut batch, table, |r| r);
-        for r in batch.drain(..) {
-            *calls.entry(r.boundary).or_default() += 1;
         }
-        if done {
-            break;
+        let watched = started.elapsed();
+        drop(std::mem::take(&mut nif.links));
+        drop(ebpf);
+        Ok((counts.0, watched))
+    })
+}
+
+/// How often the ring buffer is drained while watching.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Calls per boundary: what `list` shows of a watch.
+#[derive(Default)]
+struct CallCounts(HashMap<u32, u64>);
+
+impl Sink for CallCounts {
+    fn calls(&mut self, calls: &[CallEvent], _names: &Names) -> anyhow::Result<()> {
+        for call in calls {
+            *self.0.entry(call.record.boundary).or_default() += 1;
         }
-        std::thread::sleep(
-            std::time::Duration::from_millis(10).min(end.saturating_duration_since(Instant::now())),
-        );
+        Ok(())
     }
-    let watched = started.elapsed();
-    drop(std::mem::take(&mut nif.links));
-    drop(ebpf);
-    Ok((calls, watched))
 }
 
 fn mapped_libraries(pid: u32) -> anyhow::Result<Vec<String>> {
