@@ -170,6 +170,17 @@ impl BeamInvocation {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
     }
 
+    /// Runs `xlperf ARGS -- DRIVER` with the driver's environment; returns its output.
+    pub fn under_xlperf(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(crate::xlperf_bin());
+        cmd.args(args)
+            .arg("--")
+            .args(self.argv())
+            .stdin(Stdio::null());
+        self.set_env(&mut cmd);
+        cmd.output().expect("run xlperf")
+    }
+
     /// The driver as a command, ready to spawn.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);

@@ -516,14 +516,9 @@ fn erlang_nif_enif_alloc_is_charged_to_the_nif() {
             &M.to_string(),
         ],
     );
-    let mut cmd = Command::new(xlperf_bin());
-    cmd.args(["record", "--json", "--alloc", "--"])
-        .args(driver.argv())
-        .stdin(Stdio::null());
-    driver.set_env(&mut cmd);
     // No probe flag: a BEAM command gets NIF tracing; enif_alloc and enif_free inside
     // a NIF call are charged to that NIF.
-    let summary = summary_of(&cmd.output().expect("run xlperf"));
+    let summary = summary_of(&driver.under_xlperf(&["record", "--json", "--alloc"]));
     assert_eq!(summary["dropped"], 0, "{summary:#}");
     assert_eq!(summary["target_exit_status"], 0, "{summary:#}");
     let r = row(&summary, "xl_alloc_nif:alloc_blocks/3", None)

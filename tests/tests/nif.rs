@@ -24,13 +24,7 @@ fn record_driver(args: &[&str], driver: &BeamInvocation) -> Value {
 }
 
 fn run_driver(args: &[&str], driver: &BeamInvocation) -> Output {
-    let mut cmd = Command::new(xlperf_bin());
-    cmd.args(args)
-        .arg("--")
-        .args(driver.argv())
-        .stdin(Stdio::null());
-    driver.set_env(&mut cmd);
-    cmd.output().expect("run xlperf")
+    driver.under_xlperf(args)
 }
 
 fn nif_row<'a>(summary: &'a Value, function: &str) -> &'a Value {

@@ -10,7 +10,7 @@ use std::{
 use serde_json::Value;
 use xlperf_tests::{
     beam::{beam_workloads, erl_invocation},
-    c_workloads, calls, record_json, row, rust_lib, s, summary_of, xlperf, xlperf_bin,
+    c_workloads, calls, record_json, row, rust_lib, s, summary_of, xlperf,
 };
 
 /// These tests compare traced durations with untraced ones measured in the same run:
@@ -129,12 +129,7 @@ fn a_nif_slowed_by_allocator_probes_is_not_called_long_and_keeps_its_time() {
             assert!(untraced.status.success(), "{untraced:?}");
             let untraced_ns = median_ns(&String::from_utf8_lossy(&untraced.stdout));
 
-            let mut cmd = Command::new(xlperf_bin());
-            cmd.args(["record", "--json", "--alloc", "--"])
-                .args(driver.argv())
-                .stdin(Stdio::null());
-            driver.set_env(&mut cmd);
-            let summary = summary_of(&cmd.output().expect("run xlperf"));
+            let summary = summary_of(&driver.under_xlperf(&["record", "--json", "--alloc"]));
             let r = row(&summary, "xl_alloc_nif:work/2", None)
                 .unwrap_or_else(|| panic!("no work/2 row: {summary:#}"));
             assert_eq!(u(&r["calls"]), CALLS);

@@ -146,14 +146,7 @@ fn watch(
         let started = Instant::now();
         let deadline = Some(tokio::time::Instant::now() + duration);
         loop {
-            let stop = tokio::select! {
-                waited = records.wait(POLL_INTERVAL) => {
-                    waited.context("reading the ring buffer")?;
-                    false
-                }
-                () = signals.any() => true,
-                () = exits::sleep_until(deadline) => true,
-            };
+            let stop = exits::next(&mut records, &mut signals, deadline, None).await?;
             let batch = names.drain(&mut records, table, Some(&mut *nif));
             sink::feed(&batch, &names, &mut [&mut counts])?;
             if stop {
@@ -166,9 +159,6 @@ fn watch(
         Ok((counts.0, watched))
     })
 }
-
-/// How often the ring buffer is drained while watching.
-const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Calls per boundary: what `list` shows of a watch.
 #[derive(Default)]

@@ -14,7 +14,9 @@ use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey, TracepointLayout
 use crate::{
     capture::file::CaptureWriter,
     cli::{FfiSpec, RecordArgs},
-    model::{AllocRecording, End, LiveEntry, Meta, ProbeCosts, ThreadInfo, ThreadOutside},
+    model::{
+        AllocProbe, AllocRecording, End, LiveEntry, Meta, ProbeCosts, ThreadInfo, ThreadOutside,
+    },
     privileges,
     probe::{
         ProbeError,
@@ -44,9 +46,6 @@ use crate::{
         sink::{self, Sink},
     },
 };
-
-/// How often the ring buffer is drained: the kernel side never wakes us (see stack.rs).
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often fallback-mode NIF tracing looks for newly loaded NIF libraries.
 const NIF_RESCAN_INTERVAL: Duration = Duration::from_millis(200);
@@ -146,7 +145,11 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
     run.until_done(&mut signals, &exits, deadline, started)
         .await?;
     let duration = started.elapsed();
-    let mut end = run.finish(duration, stats)?;
+    let alloc_probes = plan
+        .alloc
+        .as_ref()
+        .map(|found| found.iter().flat_map(AllocTracing::probes).collect());
+    let mut end = run.finish(duration, stats, alloc_probes)?;
     // Detach every probe (about 110 ms each: see links.rs), then free programs and maps.
     drop(std::mem::take(&mut attached.links));
     drop(std::mem::take(&mut loaded.calibration.probes));
@@ -160,12 +163,6 @@ async fn record(args: &RecordArgs, specs: &[FfiSpec], targets: Targets) -> anyho
         .nif
         .as_ref()
         .map(|n| n.recording(meta.long_call_ns));
-    end.alloc = plan.alloc.take().map(|found| AllocRecording {
-        live_capacity: args.alloc_live_max,
-        sample_bytes: args.alloc_sample,
-        live_evicted: end.alloc.as_ref().map_or(0, |a| a.live_evicted),
-        probes: found.iter().flat_map(AllocTracing::probes).collect(),
-    });
     plan.name_command(attached.child.as_ref(), &mut collector.names);
     collector.aggregates.end(&end);
     if let Some(mut writer) = collector.writer.take() {
@@ -459,15 +456,8 @@ impl Run<'_> {
         let mut last_rescan = Instant::now();
         let mut progress = Progress::new();
         loop {
-            let stop = tokio::select! {
-                waited = self.loaded.records.wait(POLL_INTERVAL) => {
-                    waited.context("reading the ring buffer")?;
-                    false
-                }
-                () = signals.any() => true,
-                () = exits::sleep_until(deadline) => true,
-                () = exits.all() => true,
-            };
+            let stop =
+                exits::next(&mut self.loaded.records, signals, deadline, Some(exits)).await?;
             self.drain()?;
             if stop {
                 break;
@@ -502,6 +492,7 @@ impl Run<'_> {
         &mut self,
         duration: Duration,
         stats: Option<std::os::fd::OwnedFd>,
+        alloc_probes: Option<Vec<AllocProbe>>,
     ) -> anyhow::Result<End> {
         let target_exit_status = self.attached.child.as_mut().and_then(Suspended::finish);
         self.collector.drain(&mut self.loaded.records)?;
@@ -539,7 +530,7 @@ impl Run<'_> {
             let (threads, inserted, removed) =
                 read_threads(ebpf, pids, &mut collector.names.threads)?;
             end.threads_outside = threads;
-            if args.probes.alloc {
+            if let Some(probes) = alloc_probes {
                 let config = AllocConfig {
                     sample_bytes: args.alloc_sample.unwrap_or(0),
                 };
@@ -552,7 +543,7 @@ impl Run<'_> {
                     live_capacity: args.alloc_live_max,
                     sample_bytes: args.alloc_sample,
                     live_evicted,
-                    probes: Vec::new(),
+                    probes,
                 });
             }
         }
@@ -600,9 +591,8 @@ impl Collector {
         if self.stopped.is_empty() {
             return Ok(());
         }
-        let mut stopped = std::mem::take(&mut self.stopped);
-        stopped.sort_unstable();
-        stopped.dedup();
+        // One batch's pids, already deduplicated by the drain.
+        let stopped = std::mem::take(&mut self.stopped);
         let result = match pending {
             Some(pending) => self.attach_pending(ebpf, links, costs, pending, args),
             None => Ok(()),
@@ -630,7 +620,7 @@ impl Collector {
             links,
             args.probes.max_functions,
         )?;
-        report_mapped(pid, &resolved, &failed);
+        super::report_mapped(pid, &resolved, &failed);
         Ok(())
     }
 
@@ -640,25 +630,6 @@ impl Collector {
                 .context("probing newly loaded NIF libraries")?;
         }
         Ok(())
-    }
-}
-
-/// Says which file each waited-for library turned out to be, and which matched nothing.
-pub(crate) fn report_mapped(
-    pid: u32,
-    resolved: &[pending::Resolved],
-    failed: &[pending::Unmatched],
-) {
-    for (spec, error) in failed {
-        eprintln!("xlperf: --ffi {}: {error}", spec.library.display());
-    }
-    for found in resolved {
-        eprintln!(
-            "xlperf: {} is {} (mapped by pid {pid}): {} function(s) traced from now on",
-            found.spec.library.display(),
-            found.path.display(),
-            found.ids.len()
-        );
     }
 }
 

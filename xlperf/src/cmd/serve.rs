@@ -31,11 +31,13 @@ use crate::{
         proc::target::{self, Suspended},
     },
     prometheus::{exposition::Exposition, http, lock},
-    session::{drain::Names, exits::Signals, setup, sink},
+    session::{
+        drain::Names,
+        exits::{self, Signals},
+        setup, sink,
+    },
 };
 
-/// How often the ring buffer is drained (the kernel side never wakes us).
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often new processes are looked for, exits noticed and self-metrics updated.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -125,13 +127,7 @@ async fn serve(args: &ServeArgs, specs: Vec<FfiSpec>) -> anyhow::Result<()> {
         baseline,
     };
     loop {
-        let stop = tokio::select! {
-            waited = records.wait(POLL_INTERVAL) => {
-                waited.context("reading the ring buffer")?;
-                false
-            }
-            () = signals.any() => true,
-        };
+        let stop = exits::next(&mut records, &mut signals, None, None).await?;
         tracer.drain(&mut records);
         if stop {
             break;
@@ -486,7 +482,7 @@ impl Tracer<'_> {
             &mut process.links,
             self.args.probes.max_functions,
         ) {
-            Ok((resolved, failed)) => crate::cmd::record::report_mapped(pid, &resolved, &failed),
+            Ok((resolved, failed)) => super::report_mapped(pid, &resolved, &failed),
             Err(e) => eprintln!("xlperf: pid {pid}: attaching to what it mapped: {e}"),
         }
     }

@@ -8,7 +8,36 @@ use tokio::{
     signal::unix::{Signal, SignalKind, signal},
 };
 
-use crate::probe::proc::target;
+use crate::probe::{bpf::ring::CallRecords, proc::target};
+
+/// How often the ring buffer is drained: the kernel side never wakes us (see stack.rs).
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Waits until records may be there (at most [`POLL_INTERVAL`]) or the run must end: a
+/// signal, the `deadline`, every process of `exits`. True when it must end; either way
+/// the caller drains once more.
+pub async fn next(
+    records: &mut CallRecords,
+    signals: &mut Signals,
+    deadline: Option<tokio::time::Instant>,
+    exits: Option<&Exits>,
+) -> anyhow::Result<bool> {
+    let exited = async {
+        match exits {
+            Some(exits) => exits.all().await,
+            None => std::future::pending().await,
+        }
+    };
+    Ok(tokio::select! {
+        waited = records.wait(POLL_INTERVAL) => {
+            waited.context("reading the ring buffer")?;
+            false
+        }
+        () = signals.any() => true,
+        () = sleep_until(deadline) => true,
+        () = exited => true,
+    })
+}
 
 /// SIGINT and SIGTERM, caught from the moment this exists: a run ends cleanly on them
 /// (probes detached, targets resumed), never killed mid-way.
