@@ -165,7 +165,7 @@ pub struct ListArgs {
 }
 
 /// What to trace and how: shared by `record` and `serve`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ProbeArgs {
     /// Library (or executable) to trace, and which of its functions: LIB[:GLOB].
     ///
