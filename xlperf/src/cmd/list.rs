@@ -4,24 +4,23 @@
 use std::{collections::HashMap, fmt::Write as _, time::Instant};
 
 use anyhow::{Context as _, anyhow};
-use aya::programs::uprobe::UProbeScope;
 use serde::Serialize;
 
 use crate::{
-    cli::{ListArgs, NifMode},
+    cli::ListArgs,
     model::CallEvent,
     privileges,
     probe::{
         beam::{self, tracing::NifTracing},
-        boundary::BoundaryTable,
-        bpf::{loader, ring::CallRecords},
         proc::{maps, target},
     },
     report::table::human_ns,
     session::{
+        Session,
         drain::Names,
-        exits::{self, Signals},
+        exits::Signals,
         sink::{self, Sink},
+        targets::{Crossings, Prepared, Target, Wants},
     },
 };
 
@@ -72,19 +71,25 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
         libraries: mapped_libraries(pid)?,
     };
     if let Some(vm) = beam::vm_of_pid(pid)? {
-        let mut nif = NifTracing::prepare(&vm, NifMode::Auto)?;
-        let mut table = BoundaryTable::default();
-        let libraries = nif.resolver.scan(pid, &mut table)?;
-        let calls = if args.duration.is_zero() {
-            HashMap::new()
+        let wants = Wants::counting_nifs();
+        let mut crossings = Crossings::default();
+        let prepared = crossings.prepare(&wants, Target::Pid { pid, wait: false })?;
+        let nif = crossings
+            .nif
+            .as_mut()
+            .ok_or_else(|| anyhow!("pid {pid}: no NIF tracing for its VM"))?;
+        let libraries = nif.resolver.scan(pid, &mut crossings.table)?;
+        let (calls, crossings) = if args.duration.is_zero() {
+            (HashMap::new(), crossings)
         } else {
-            let (calls, watched) = watch(&mut nif, &mut table, pid, args.duration)?;
+            let (calls, watched, crossings) = watch(wants, crossings, prepared, args.duration)?;
             listing.watched_ns = u64::try_from(watched.as_nanos()).unwrap_or(u64::MAX);
-            calls
+            (calls, crossings)
         };
+        let mode = crossings.nif.as_ref().map(NifTracing::mode_name);
         listing.runtime = Some("beam");
         listing.vm = Some(vm.display().to_string());
-        listing.nif_mode = Some(nif.mode_name());
+        listing.nif_mode = mode;
         for library in libraries {
             let mut functions: Vec<NifListing> = library
                 .functions
@@ -122,41 +127,37 @@ pub fn run(args: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts NIF calls of `pid` per boundary for `duration` (or until Ctrl-C); returns them
-/// and how long the probes really watched (from attached to the last read, not loading
-/// or detaching). The session's drain names the calls, a [`CallCounts`] sink counts them.
+/// Counts NIF calls per boundary for `duration` (or until Ctrl-C); returns them, how
+/// long the probes really watched (from attached to the last read, not loading or
+/// detaching), and what the session learnt. The session's drain names the calls, a
+/// [`CallCounts`] sink counts them.
 fn watch(
-    nif: &mut NifTracing,
-    table: &mut BoundaryTable,
-    pid: u32,
+    wants: Wants,
+    crossings: Crossings,
+    prepared: Prepared<'_>,
     duration: std::time::Duration,
-) -> anyhow::Result<(HashMap<u32, u64>, std::time::Duration)> {
+) -> anyhow::Result<(HashMap<u32, u64>, std::time::Duration, Crossings)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
     runtime.block_on(async {
-        let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0)?;
-        let ring = loader::call_records(&mut ebpf)?;
-        let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
-        let scope = UProbeScope::OneProcess(target::check_pid(pid)?);
-        nif.attach(&mut ebpf, table, scope, Some(pid))?;
         let mut signals = Signals::install()?;
-        let (mut names, mut counts) = (Names::default(), CallCounts::default());
+        let mut session = Session::open(wants, crossings, 0, 0)?;
+        session.attach(prepared)?;
+        let mut counts = CallCounts::default();
         let started = Instant::now();
         let deadline = Some(tokio::time::Instant::now() + duration);
         loop {
-            let stop = exits::next(&mut records, &mut signals, deadline, None).await?;
-            let batch = names.drain(&mut records, table, Some(&mut *nif));
-            sink::feed(&batch, &names, &mut [&mut counts])?;
+            let stop = session.next(&mut signals, deadline, None).await?;
+            let batch = session.drain();
+            sink::feed(&batch, session.names(), &mut [&mut counts])?;
             if stop {
                 break;
             }
         }
         let watched = started.elapsed();
-        drop(std::mem::take(&mut nif.links));
-        drop(ebpf);
-        Ok((counts.0, watched))
+        Ok((counts.0, watched, session.close()))
     })
 }
 

@@ -64,7 +64,7 @@ impl Session {
         live_blocks: u32,
         sample_bytes: u64,
     ) -> anyhow::Result<Self> {
-        let mut loaded = setup::load(&wants.probes, live_blocks, sample_bytes)?;
+        let mut loaded = setup::load(&wants.probes, live_blocks, sample_bytes, wants.calibrate)?;
         if let Some(nif) = crossings.nif.as_mut() {
             nif.costs = loaded.calibration.costs;
         }

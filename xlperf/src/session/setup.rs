@@ -23,8 +23,14 @@ pub struct Loaded {
 }
 
 /// Loads the programs (the ring sized by `--ring-size`, the live-block map by
-/// `live_blocks` when allocations are traced), calibrates, and reads the baseline.
-pub fn load(probes: &ProbeArgs, live_blocks: u32, sample_bytes: u64) -> anyhow::Result<Loaded> {
+/// `live_blocks` when allocations are traced), calibrates when asked, and reads the
+/// baseline.
+pub fn load(
+    probes: &ProbeArgs,
+    live_blocks: u32,
+    sample_bytes: u64,
+    calibrate: bool,
+) -> anyhow::Result<Loaded> {
     let mut ebpf = loader::load(
         probes.ring_size,
         if probes.alloc { live_blocks } else { 0 },
@@ -32,7 +38,11 @@ pub fn load(probes: &ProbeArgs, live_blocks: u32, sample_bytes: u64) -> anyhow::
     )?;
     let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
-    let calibration = calibrate::measure(&mut ebpf, records.ring_mut(), probes.alloc)?;
+    let calibration = if calibrate {
+        calibrate::measure(&mut ebpf, records.ring_mut(), probes.alloc)?
+    } else {
+        Calibration::none()
+    };
     records.drain(|r| debug_assert!(is_calibration(r.boundary)));
     let baseline = loader::counters(&ebpf)?;
     if calibration.seen_calls + baseline.dropped != calibration.probed_calls {

@@ -16,7 +16,7 @@ use crate::{
         alloc::AllocTracing,
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
-        bpf::tracepoints,
+        bpf::{loader, tracepoints},
         library::{self, Found, Scope},
         pending,
         proc::target,
@@ -47,6 +47,8 @@ pub struct Wants {
     pub kmem: bool,
     /// Where the scheduler and allocation tracepoints keep their fields on this kernel.
     pub layout: Option<TracepointLayout>,
+    /// Whether probe costs are measured (and taken out of every figure).
+    pub calibrate: bool,
 }
 
 impl Wants {
@@ -65,7 +67,30 @@ impl Wants {
             specs,
             kmem,
             layout,
+            calibrate: true,
         })
+    }
+
+    /// `list`'s watch: the NIF calls of a BEAM, counted and not timed, so not calibrated
+    /// (the calibration's probes would make a short watch slow to end).
+    pub fn counting_nifs() -> Self {
+        let probes = ProbeArgs {
+            ffi: Vec::new(),
+            nif: true,
+            nif_mode: beam::NifMode::Auto,
+            long_nif: std::time::Duration::from_millis(1),
+            alloc: false,
+            sched: false,
+            max_functions: usize::MAX,
+            ring_size: loader::DEFAULT_RING_BYTES,
+        };
+        Self {
+            probes,
+            specs: Vec::new(),
+            kmem: false,
+            layout: None,
+            calibrate: false,
+        }
     }
 
     /// Allocations and scheduling are worth recording in any process, crossings or not.

@@ -107,6 +107,19 @@ pub struct Calibration {
     pub probes: Vec<UProbeLink>,
 }
 
+impl Calibration {
+    /// No calibration: the probes cost nothing as far as the figures know (only for
+    /// counting calls, never for timing them).
+    pub fn none() -> Self {
+        Self {
+            costs: ProbeCosts::default(),
+            probed_calls: 0,
+            seen_calls: 0,
+            probes: Vec::new(),
+        }
+    }
+}
+
 /// Measures the probe pair at both kinds of site, and with `alloc` the allocator probes.
 /// Calibration records are drained from the call-record ring `records` as they come; the
 /// calibration probes come back attached ([`Calibration::probes`]).
