@@ -1,23 +1,8 @@
 //! Whether this process may load and attach eBPF programs.
 
-use std::fs;
-
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
-
-/// Effective capability set of this process, from /proc/self/status.
-fn effective_caps() -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0)
-}
 
 fn has(caps: u64, cap: u32) -> bool {
     caps & (1 << cap) != 0
@@ -25,7 +10,7 @@ fn has(caps: u64, cap: u32) -> bool {
 
 /// `Ok(description)` when eBPF tracing is allowed, else `Err(how to fix it)`.
 pub fn check() -> Result<String, String> {
-    let caps = effective_caps();
+    let caps = crate::probe::proc::process::own_capabilities();
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if has(caps, CAP_SYS_ADMIN) || has(caps, CAP_BPF) && has(caps, CAP_PERFMON) {

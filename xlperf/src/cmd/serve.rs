@@ -13,7 +13,10 @@ use crate::{
     privileges,
     probe::{
         bpf::loader,
-        proc::target::{self, Suspended},
+        proc::{
+            process,
+            target::{self, Suspended},
+        },
     },
     prometheus::{exposition::Exposition, http, lock},
     session::{
@@ -176,17 +179,11 @@ fn new_by_name(args: &ServeArgs, session: &Session) -> Vec<u32> {
         return Vec::new();
     }
     let own = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found: Vec<u32> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != own && !session.traces(*pid))
-        .filter(|pid| args.comm.contains(&target::comm(*pid)))
-        .collect();
-    found.sort_unstable();
-    found
+    process::all_pids()
+        .into_iter()
+        .filter(|&pid| pid != own && !session.traces(pid))
+        .filter(|&pid| args.comm.contains(&process::comm(pid)))
+        .collect()
 }
 
 /// Takes in every record available now: attaches to what stopped processes have mapped,
@@ -272,7 +269,9 @@ impl Scan {
             .overhead
             .set(probe_ns.saturating_sub(self.probe_ns) as f64 / elapsed.as_nanos().max(1) as f64);
         (self.dropped, self.probe_ns) = (dropped, probe_ns);
-        e.own.rss.set(own_rss());
+        e.own
+            .rss
+            .set(i64::try_from(process::own_rss()).unwrap_or(i64::MAX));
         e.own
             .targets
             .set(i64::try_from(session.running()).unwrap_or(i64::MAX));
@@ -292,13 +291,4 @@ fn comm_of_program(program: &std::path::Path) -> String {
             (*len <= 15).then_some(c)
         })
         .collect()
-}
-
-/// xlperf's resident memory, bytes.
-fn own_rss() -> i64 {
-    let pages: i64 = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }

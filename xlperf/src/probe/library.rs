@@ -12,7 +12,7 @@ use std::{
     process::Command,
 };
 
-use super::ProbeError;
+use super::{ProbeError, proc::process};
 
 /// Where a library name is looked up.
 #[derive(Debug, Clone)]
@@ -125,29 +125,21 @@ fn from_process(pid: u32, name: &str) -> Result<PathBuf, ProbeError> {
         .iter()
         .find(|path| name_matches(file_name(Path::new(path)), name))
     {
-        return Ok(in_mount_namespace_of(pid, Path::new(path)));
+        return Ok(process::in_mount_namespace_of(pid, Path::new(path)));
     }
     // The executable answers to the process's names too: `redis-server` runs the file
     // redis-check-rdb links to.
-    if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe"))
-        && (super::proc::target::comm(pid) == name || argv0(pid).as_deref() == Some(name))
+    if let Some(exe) = process::exe(pid)
+        && (process::comm(pid) == name || process::argv0(pid).as_deref() == Some(name))
     {
-        return Ok(in_mount_namespace_of(pid, &exe));
+        return Ok(process::in_mount_namespace_of(pid, &exe));
     }
     Err(ProbeError::NotMapped {
         pid,
         library: name.into(),
-        comm: super::proc::target::comm(pid),
+        comm: process::comm(pid),
         similar: similar(&paths, name),
     })
-}
-
-/// The file name of a process's argv[0].
-fn argv0(pid: u32) -> Option<String> {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let first = cmdline.split(|&b| b == 0).next()?;
-    let text = String::from_utf8_lossy(first);
-    Some(text.rsplit('/').next().unwrap_or(&text).to_owned())
 }
 
 /// Mapped files whose names look like `name` (same stem, up to its version or hash), to
@@ -175,25 +167,6 @@ fn similar(paths: &[&str], name: &str) -> Vec<String> {
     found.dedup();
     found.truncate(5);
     found
-}
-
-/// Paths in /proc/PID/maps are in the target's mount namespace; reach them through its root.
-pub(crate) fn in_mount_namespace_of(pid: u32, path: &Path) -> PathBuf {
-    let same_root = match (
-        fs::metadata("/proc/self/root"),
-        fs::metadata(format!("/proc/{pid}/root")),
-    ) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt as _;
-            a.dev() == b.dev() && a.ino() == b.ino()
-        }
-        _ => true,
-    };
-    if same_root {
-        path.to_path_buf()
-    } else {
-        Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
-    }
 }
 
 /// Where the dynamic loader would look for `name` when `exe` (or a library it loads)

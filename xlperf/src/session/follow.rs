@@ -10,7 +10,7 @@ use super::Session;
 use crate::probe::{
     bpf::links::Links,
     pending::{self, Pending},
-    proc::target,
+    proc,
 };
 
 /// A traced process.
@@ -155,11 +155,7 @@ impl Session {
         let mut forget = Vec::new();
         for (&pid, process) in &mut self.processes {
             match process.exited {
-                None if !std::path::Path::new(&format!("/proc/{pid}")).exists()
-                    || target::comm(pid) == "?" =>
-                {
-                    process.exited = Some(now);
-                }
+                None if proc::process::is_gone(pid) => process.exited = Some(now),
                 Some(at) if now.duration_since(at) >= grace => forget.push(pid),
                 _ => {}
             }

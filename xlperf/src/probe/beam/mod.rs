@@ -67,13 +67,9 @@ pub fn is_dispatch(boundary: u32) -> bool {
 
 /// Processes running the VM at `vm` now.
 pub fn running(vm: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == vm))
+    crate::probe::proc::process::all_pids()
+        .into_iter()
+        .filter(|&pid| crate::probe::proc::process::exe(pid).is_some_and(|exe| exe == vm))
         .collect()
 }
 

@@ -254,5 +254,5 @@ fn absolute(pid: u32, path: &str) -> PathBuf {
     if path.starts_with('/') {
         return maps::host_path(pid, path);
     }
-    std::fs::canonicalize(format!("/proc/{pid}/cwd/{path}")).unwrap_or_else(|_| PathBuf::from(path))
+    crate::probe::proc::process::in_cwd_of(pid, path)
 }

@@ -11,7 +11,6 @@
 //! to: their whole cost is removed from the enclosing call's duration.
 
 use std::{
-    fs,
     hint::black_box,
     path::PathBuf,
     time::{Duration, Instant},
@@ -332,38 +331,14 @@ fn per_call(added: Duration, calls: u32) -> u64 {
 
 /// The executable file and file offset of one of our own functions, from our maps.
 fn own_file_offset(addr: u64) -> Result<(PathBuf, u64), ProbeError> {
-    let maps = fs::read_to_string("/proc/self/maps").map_err(|source| ProbeError::Read {
-        path: "/proc/self/maps".into(),
-        source,
-    })?;
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(offset)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let path = fields.nth(2);
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end), Ok(offset)) = (
-            u64::from_str_radix(start, 16),
-            u64::from_str_radix(end, 16),
-            u64::from_str_radix(offset, 16),
-        ) else {
-            continue;
-        };
-        if (start..end).contains(&addr)
-            && let Some(path) = path
-        {
-            return Ok((PathBuf::from(path), addr - start + offset));
-        }
-    }
-    Err(ProbeError::Read {
-        path: "/proc/self/maps".into(),
-        source: std::io::Error::other("the calibration function is not in a file mapping"),
-    })
+    let maps = crate::probe::proc::maps::read(std::process::id())?;
+    maps.iter()
+        .find(|m| m.contains(addr))
+        .and_then(|m| Some((PathBuf::from(m.path.as_ref()?), addr - m.start + m.offset)))
+        .ok_or_else(|| ProbeError::Read {
+            path: "/proc/self/maps".into(),
+            source: std::io::Error::other("the calibration function is not in a file mapping"),
+        })
 }
 
 #[cfg(test)]

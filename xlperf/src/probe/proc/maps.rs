@@ -2,8 +2,12 @@
 
 use std::{fs, os::unix::fs::FileExt as _, path::PathBuf};
 
+use procfs::{
+    ProcError,
+    process::{MMPermissions, MMapPath, MemoryMap, Process},
+};
+
 use super::ProbeError;
-use crate::probe::library;
 
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,34 +34,42 @@ impl Mapping {
 /// The mappings of `pid`, in address order.
 pub fn read(pid: u32) -> Result<Vec<Mapping>, ProbeError> {
     let path = format!("/proc/{pid}/maps");
-    let text = fs::read_to_string(&path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ProbeError::NoSuchProcess { pid }
-        } else {
-            ProbeError::Read {
-                path: path.into(),
-                source,
-            }
-        }
+    let read = i32::try_from(pid)
+        .map_err(|_| ProcError::NotFound(None))
+        .and_then(Process::new)
+        .and_then(|p| p.maps());
+    let maps = read.map_err(|e| match e {
+        ProcError::NotFound(_) => ProbeError::NoSuchProcess { pid },
+        e => ProbeError::Read {
+            path: path.into(),
+            source: io_error(e),
+        },
     })?;
-    Ok(text.lines().filter_map(parse_line).collect())
+    Ok(maps.into_iter().map(Mapping::from).collect())
 }
 
-fn parse_line(line: &str) -> Option<Mapping> {
-    let mut fields = line.split_whitespace();
-    let (start, end) = fields.next()?.split_once('-')?;
-    let perms = fields.next()?;
-    let offset = fields.next()?;
-    let _dev = fields.next()?;
-    let _inode = fields.next()?;
-    let path = fields.collect::<Vec<_>>().join(" ");
-    Some(Mapping {
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
-        offset: u64::from_str_radix(offset, 16).ok()?,
-        executable: perms.as_bytes().get(2) == Some(&b'x'),
-        path: path.starts_with('/').then_some(path),
-    })
+impl From<MemoryMap> for Mapping {
+    fn from(map: MemoryMap) -> Self {
+        Self {
+            start: map.address.0,
+            end: map.address.1,
+            offset: map.offset,
+            executable: map.perms.contains(MMPermissions::EXECUTE),
+            path: match map.pathname {
+                MMapPath::Path(path) => Some(path.to_string_lossy().into_owned()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The error as the system call gave it (`Permission denied (os error 13)`).
+fn io_error(e: ProcError) -> std::io::Error {
+    match e {
+        ProcError::Io(source, _) => source,
+        ProcError::PermissionDenied(_) => std::io::Error::from_raw_os_error(libc::EACCES),
+        e => std::io::Error::other(e.to_string()),
+    }
 }
 
 /// Where the file `path` is loaded in a process: the start of its mapping at file
@@ -72,7 +84,7 @@ pub fn load_base(mappings: &[Mapping], path: &str) -> Option<u64> {
 
 /// A path from the target's maps, reachable from our mount namespace.
 pub fn host_path(pid: u32, path: &str) -> PathBuf {
-    library::in_mount_namespace_of(pid, std::path::Path::new(path))
+    super::process::in_mount_namespace_of(pid, std::path::Path::new(path))
 }
 
 /// Reads another process's memory through `/proc/PID/mem` (needs ptrace access, which
@@ -126,6 +138,12 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_line(line: &str) -> Option<Mapping> {
+        use procfs::{FromRead as _, process::MemoryMaps};
+        let maps = MemoryMaps::from_read(line.as_bytes()).ok()?;
+        maps.into_iter().next().map(Mapping::from)
+    }
 
     #[test]
     fn parses_maps_lines() {

@@ -34,28 +34,8 @@ pub fn check_target(pid: u32) -> Result<NonZeroU32, ProbeError> {
     Ok(nonzero)
 }
 
-/// PF_KTHREAD in the flags of /proc/PID/stat (the 9th field, after the parenthesised
-/// command name, which may itself hold spaces and parentheses).
-fn is_kernel_thread(pid: u32) -> bool {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    rest.split_whitespace()
-        .nth(6)
-        .and_then(|f| f.parse::<u64>().ok())
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
-}
-
-/// The command name of a process, or `?` once it is gone.
-pub fn comm(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_owned())
-        .unwrap_or_else(|_| "?".into())
-}
+pub use super::process::comm;
+use super::process::is_kernel_thread;
 
 /// Finds `command` the way execvp would: as a path if it has a slash, else in $PATH.
 pub fn find_program(command: &str) -> Result<PathBuf, ProbeError> {
