@@ -36,8 +36,27 @@ struct Line {
     why: String,
 }
 
+/// The line whose verdict is the command's.
+const UPROBE: &str = "uprobe+uretprobe";
+
 /// Runs every check, prints one line each, and returns whether uprobe tracing works.
 pub fn run(pid: Option<u32>) -> anyhow::Result<bool> {
+    let mut lines = host_lines();
+    let uprobe_ok = lines
+        .iter()
+        .any(|l| l.what == UPROBE && l.verdict == Verdict::Ok);
+    let mut process_ok = true;
+    if let Some(pid) = pid {
+        let process = process_lines(pid);
+        process_ok = process.iter().all(|l| l.verdict != Verdict::Fail);
+        lines.extend(process);
+    }
+    super::output::print(&render(&lines, uprobe_ok))?;
+    Ok(uprobe_ok && process_ok)
+}
+
+/// What this host's kernel and xlperf's privileges allow, one line per feature.
+fn host_lines() -> Vec<Line> {
     let mut lines = vec![line(Verdict::Ok, "kernel", kernel_release())];
     let privileged = privileges::check();
     let root = privileged.is_ok();
@@ -50,7 +69,38 @@ pub fn run(pid: Option<u32>) -> anyhow::Result<bool> {
     } else {
         line(Verdict::Missing, "BTF", "no /sys/kernel/btf/vmlinux: kernel built without CONFIG_DEBUG_INFO_BTF; FFI tracing does not need it".into())
     });
-    lines.push(match tracefs::ensure_mounted() {
+    lines.push(tracefs_line());
+    lines.push(feature(
+        "ring buffer",
+        is_map_supported(MapType::RingBuf).map_err(|e| e.to_string()),
+        "BPF_MAP_TYPE_RINGBUF needs Linux 5.8",
+    ));
+    lines.push(if root {
+        uprobe_line()
+    } else {
+        line(Verdict::Fail, UPROBE, "needs privileges (see above)".into())
+    });
+    lines.push(feature(
+        "tracepoint",
+        is_program_supported(ProgramType::TracePoint).map_err(|e| e.to_string()),
+        "tracepoint programs unavailable",
+    ));
+    lines.extend(tracepoint_lines());
+    lines.push(feature(
+        "perf event",
+        is_program_supported(ProgramType::PerfEvent).map_err(|e| e.to_string()),
+        "perf_event programs unavailable",
+    ));
+    lines.push(if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        line(Verdict::Ok, "kprobes", "kprobe PMU present".into())
+    } else {
+        line(Verdict::Missing, "kprobes", "no kprobe PMU (kernel built without CONFIG_KPROBES); xlperf's FFI tracing uses uprobes and does not need them".into())
+    });
+    lines
+}
+
+fn tracefs_line() -> Line {
+    match tracefs::ensure_mounted() {
         Ok(state) => line(
             Verdict::Ok,
             "tracefs",
@@ -64,64 +114,35 @@ pub fn run(pid: Option<u32>) -> anyhow::Result<bool> {
                 tracefs::MOUNT_POINT
             ),
         ),
-    });
-    lines.push(feature(
-        "ring buffer",
-        is_map_supported(MapType::RingBuf).map_err(|e| e.to_string()),
-        "BPF_MAP_TYPE_RINGBUF needs Linux 5.8",
-    ));
-    let uprobe = if root {
-        uprobe_line()
-    } else {
-        line(
-            Verdict::Fail,
-            "uprobe",
-            "needs privileges (see above)".into(),
-        )
-    };
-    let uprobe_ok = uprobe.verdict == Verdict::Ok;
-    lines.push(uprobe);
-    lines.push(feature(
-        "tracepoint",
-        is_program_supported(ProgramType::TracePoint).map_err(|e| e.to_string()),
-        "tracepoint programs unavailable",
-    ));
-    // The fields --sched and --alloc read, from the running kernel's format files.
-    lines.push(match tracepoints::layout(false) {
-        Ok(_) => line(
-            Verdict::Ok,
-            "--sched, --alloc",
-            "sched_switch, sched_waking, sched_wakeup_new, sys_enter_mmap/munmap formats read"
-                .into(),
-        ),
-        Err(e) => line(Verdict::Missing, "--sched, --alloc", e.to_string()),
-    });
-    lines.push(match tracepoints::layout(true) {
-        Ok(_) => line(
-            Verdict::Ok,
-            "--kmem",
-            "kmem/kmalloc, kmem_cache_alloc, mm_page_alloc formats read".into(),
-        ),
-        Err(e) => line(Verdict::Missing, "--kmem", e.to_string()),
-    });
-    lines.push(feature(
-        "perf event",
-        is_program_supported(ProgramType::PerfEvent).map_err(|e| e.to_string()),
-        "perf_event programs unavailable",
-    ));
-    lines.push(if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        line(Verdict::Ok, "kprobes", "kprobe PMU present".into())
-    } else {
-        line(Verdict::Missing, "kprobes", "no kprobe PMU (kernel built without CONFIG_KPROBES); xlperf's FFI tracing uses uprobes and does not need them".into())
-    });
-    let mut process_ok = true;
-    if let Some(pid) = pid {
-        let process = process_lines(pid);
-        process_ok = process.iter().all(|l| l.verdict != Verdict::Fail);
-        lines.extend(process);
     }
+}
+
+/// The fields --sched, --alloc and --kmem read, from the running kernel's format files.
+fn tracepoint_lines() -> [Line; 2] {
+    [
+        match tracepoints::layout(false) {
+            Ok(_) => line(
+                Verdict::Ok,
+                "--sched, --alloc",
+                "sched_switch, sched_waking, sched_wakeup_new, sys_enter_mmap/munmap formats read"
+                    .into(),
+            ),
+            Err(e) => line(Verdict::Missing, "--sched, --alloc", e.to_string()),
+        },
+        match tracepoints::layout(true) {
+            Ok(_) => line(
+                Verdict::Ok,
+                "--kmem",
+                "kmem/kmalloc, kmem_cache_alloc, mm_page_alloc formats read".into(),
+            ),
+            Err(e) => line(Verdict::Missing, "--kmem", e.to_string()),
+        },
+    ]
+}
+
+fn render(lines: &[Line], uprobe_ok: bool) -> String {
     let mut text = String::new();
-    for l in &lines {
+    for l in lines {
         let tag = match l.verdict {
             Verdict::Ok => "ok     ",
             Verdict::Missing => "missing",
@@ -134,8 +155,7 @@ pub fn run(pid: Option<u32>) -> anyhow::Result<bool> {
     } else {
         "\nFFI boundary tracing does not work on this host (see the FAIL lines).\n"
     });
-    super::output::print(&text)?;
-    Ok(uprobe_ok && process_ok)
+    text
 }
 
 /// What runs in `pid` and how xlperf would trace it.
@@ -232,7 +252,7 @@ fn feature(what: &'static str, supported: Result<bool, String>, missing: &str) -
 /// Attaches the real FFI probe pair to a function of our own, calls it, and checks that
 /// every call produced exactly one record.
 fn uprobe_line() -> Line {
-    let what = "uprobe+uretprobe";
+    let what = UPROBE;
     let result = (|| -> Result<String, String> {
         let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0).map_err(|e| e.to_string())?;
         let mut ring = loader::call_records(&mut ebpf).map_err(|e| e.to_string())?;
