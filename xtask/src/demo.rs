@@ -12,6 +12,7 @@ use crate::{cmd, root, setup};
 pub fn run() -> anyhow::Result<()> {
     cmd::require_root("demo")?;
     setup::build_toolchain()?;
+    setup::demo_toolchains()?;
     let bin = cmd::build_xlperf(false)?;
     let xlperf = bin.join("xlperf");
     let src = root().join("xtask/demo");

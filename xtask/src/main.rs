@@ -10,6 +10,7 @@ mod cmd;
 mod demo;
 mod setup;
 mod test;
+mod vm;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -37,8 +38,17 @@ enum Task {
     },
     /// Set up, check formatting and lints, run every test, then a short bench and the demo.
     Test,
-    /// Set up, build, and record the bundled polyglot demo (Python + C).
+    /// Set up (eBPF toolchain, gcc, python3, Erlang), build, and record the bundled
+    /// polyglot demo (Python + C + Erlang).
     Demo,
+    /// Boot Debian's 6.1, 6.12 and newest 7.x kernels in QEMU (virtme-ng, TCG) and run
+    /// the privileged tests that matter per kernel in each; downloads and caches the
+    /// kernels under ~/.cache/xlperf.
+    VmTest {
+        /// Only this kernel of the matrix: 6.1, 6.12 or 7.x.
+        #[arg(long, value_name = "KERNEL")]
+        kernel: Option<String>,
+    },
     /// Measure the cost per traced call, and malloc/free pairs per second under `--alloc`,
     /// against an empty aya probe and bpftrace.
     Bench {
@@ -63,6 +73,7 @@ fn main() -> ExitCode {
         }
         Task::Test => test::run(),
         Task::Demo => demo::run(),
+        Task::VmTest { kernel } => vm::run(kernel.as_deref()),
         Task::Bench { quick } => bench::run(quick),
     };
     match result {

@@ -172,21 +172,7 @@ pub fn test_toolchains() -> anyhow::Result<()> {
     if !python_has("yaml") && !apt.contains(&"python3-yaml") {
         apt.push("python3-yaml");
     }
-    if !apt.is_empty() {
-        if which("apt-get").is_err() {
-            bail!(
-                "missing {}; install them with your package manager",
-                apt.join(", ")
-            );
-        }
-        cmd::run(Command::new("apt-get").arg("update"))?;
-        cmd::run(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(&apt)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-    }
+    apt_install(&apt)?;
     if !python_has("ziglang") {
         cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "ziglang"]))?;
     }
@@ -195,6 +181,47 @@ pub fn test_toolchains() -> anyhow::Result<()> {
         cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "perfetto"]))?;
     }
     Ok(())
+}
+
+/// What the demo runs: a C compiler, Python, and an Erlang VM with OTP's crypto NIFs.
+pub fn demo_toolchains() -> anyhow::Result<()> {
+    let mut apt = Vec::new();
+    for (program, package) in [("gcc", "gcc"), ("python3", "python3")] {
+        if which(program).is_err() {
+            apt.push(package);
+        }
+    }
+    for (program, package) in [("erl", "erlang-base"), ("erl", "erlang-crypto")] {
+        let missing = if which("dpkg-query").is_ok() {
+            !deb_installed(package)
+        } else {
+            which(program).is_err()
+        };
+        if missing {
+            apt.push(package);
+        }
+    }
+    apt_install(&apt)
+}
+
+/// Installs Debian packages (after one `apt-get update`); nothing when none is missing.
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if which("apt-get").is_err() {
+        bail!(
+            "missing {}; install them with your package manager",
+            packages.join(", ")
+        );
+    }
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn python_has(module: &str) -> bool {
