@@ -132,7 +132,11 @@ pub fn leave(boundary: u32, cookie: u64) {
             break;
         }
         let idx = depth - 1 - i;
-        if idx < MAX_DEPTH && stack.frames[idx].boundary == boundary {
+        if stack
+            .frames
+            .get(opaque(idx))
+            .is_some_and(|f| f.boundary == boundary)
+        {
             found = Some(idx);
             break;
         }
@@ -277,6 +281,18 @@ pub fn top_cost(stack: &mut CallStack) -> (&mut Cost, u32, u64) {
         return (&mut frame.cost, frame.boundary, frame.target);
     }
     (&mut stack.thread.outside, NO_BOUNDARY, 0)
+}
+
+/// The innermost active crossing of a thread: its boundary and NIF target
+/// (`NO_BOUNDARY`, 0 outside any).
+pub fn top_crossing(stack: &CallStack) -> (u32, u64) {
+    let depth = stack.depth as usize;
+    if depth > 0
+        && let Some(frame) = stack.frames.get(opaque(depth - 1))
+    {
+        return (frame.boundary, frame.target);
+    }
+    (NO_BOUNDARY, 0)
 }
 
 /// `index`, in a form LLVM cannot relate to other values. An index one below another
