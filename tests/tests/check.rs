@@ -21,6 +21,8 @@ fn check_reports_each_capability_and_passes_when_uprobes_work() {
         "tracepoint",
         "perf event",
         "kprobes",
+        "kretprobes",
+        "--syscalls",
     ] {
         let line = text
             .lines()

@@ -148,6 +148,9 @@ pub struct ThreadState {
     /// Whole cost of every probe hit on this thread (see `probe_cookie`): what tracing
     /// added to it.
     pub probe: crate::ProbeTime,
+    /// The system call in progress (`--syscalls`): when it entered (0: none) and which.
+    pub syscall_start_ns: u64,
+    pub syscall_nr: u64,
 }
 
 /// Allocation settings, fixed at load time.
@@ -240,7 +243,7 @@ mod user {
 const _: () = assert!(core::mem::size_of::<Cost>() == 96);
 const _: () = assert!(core::mem::size_of::<CostedCallRecord>() == 160);
 const _: () = assert!(core::mem::size_of::<OffCpuRecord>() == 72);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 96);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 48 + 96 + 96 + 16);
 const _: () = assert!(core::mem::size_of::<LiveKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LiveBlock>() == 32);
 // The ring carries four kinds of item told apart by size.

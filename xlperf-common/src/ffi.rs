@@ -186,6 +186,8 @@ pub struct Counters {
     pub abandoned: u64,
     /// Threads whose stack could not be stored (stack map full).
     pub stack_map_full: u64,
+    /// System calls not counted because the syscall map was full.
+    pub syscall_map_full: u64,
 }
 
 impl Counters {
@@ -198,6 +200,7 @@ impl Counters {
             unmatched_return: f(self.unmatched_return, other.unmatched_return),
             abandoned: f(self.abandoned, other.abandoned),
             stack_map_full: f(self.stack_map_full, other.stack_map_full),
+            syscall_map_full: f(self.syscall_map_full, other.syscall_map_full),
         }
     }
 }
@@ -225,4 +228,4 @@ const _: () = assert!(
     core::mem::size_of::<CallStack>()
         == 8 + 144 * MAX_DEPTH + core::mem::size_of::<crate::ThreadState>()
 );
-const _: () = assert!(core::mem::size_of::<Counters>() == 40);
+const _: () = assert!(core::mem::size_of::<Counters>() == 48);

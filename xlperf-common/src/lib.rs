@@ -8,8 +8,10 @@ pub mod cost;
 pub mod ffi;
 pub mod nif;
 pub mod rtld;
+pub mod syscall;
 
 pub use cost::*;
 pub use ffi::*;
 pub use nif::*;
 pub use rtld::*;
+pub use syscall::*;

@@ -20,6 +20,8 @@ mod rtld;
 mod sched;
 #[cfg(target_arch = "bpf")]
 mod stack;
+#[cfg(target_arch = "bpf")]
+mod syscalls;
 
 #[cfg(not(test))]
 #[panic_handler]

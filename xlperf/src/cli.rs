@@ -212,6 +212,12 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub sched: bool,
 
+    /// Count the system calls each crossing makes, by name, and their time in the kernel
+    /// (the raw_syscalls tracepoints, filtered to the target's threads): what an FFI
+    /// call or a NIF did in the kernel. Calls outside any crossing go to the process.
+    #[arg(long)]
+    pub syscalls: bool,
+
     /// Refuse to attach to more functions than this; each costs a probe pair per call.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_functions: usize,

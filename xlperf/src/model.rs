@@ -53,6 +53,9 @@ pub struct Meta {
     pub alloc: bool,
     pub sched: bool,
     pub kmem: bool,
+    /// `--syscalls`.
+    #[serde(default)]
+    pub syscalls: bool,
     /// Measured cost of one probe pair on the recording host, ns (at an emulated site).
     pub probe_cost_ns: u64,
     /// What each kind of probe costs on the recording host, measured at its start.
@@ -121,6 +124,33 @@ pub struct End {
     pub tracepoint_ns: Option<u64>,
     /// `--ffi` libraries the targets never mapped: nothing could be traced in them.
     pub never_mapped: Vec<String>,
+    /// System calls per process and crossing (`--syscalls`).
+    #[serde(default)]
+    pub syscalls: Vec<SyscallEntry>,
+    /// System calls not counted because the syscall map was full.
+    #[serde(default)]
+    pub syscall_map_full: u64,
+}
+
+/// The calls of one system call that one process made inside one crossing
+/// (`NO_BOUNDARY`: outside any), and their time in the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallEntry {
+    pub pid: u32,
+    pub boundary: u32,
+    /// The system call's number on x86-64.
+    pub nr: u32,
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+impl SyscallEntry {
+    /// The system call's name (`write`), or `syscall_N` for a number this build does not
+    /// know.
+    pub fn name(&self) -> String {
+        syscalls::Sysno::new(self.nr as usize)
+            .map_or_else(|| format!("syscall_{}", self.nr), |s| s.name().to_owned())
+    }
 }
 
 impl End {

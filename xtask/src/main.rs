@@ -36,7 +36,8 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Set up, check formatting and lints, run every test, then a short bench and the demo.
+    /// Set up, check formatting and lints, run every test, a short bench, the demo, and the
+    /// kernel matrix (vm-test).
     Test,
     /// Set up (eBPF toolchain, gcc, python3, Erlang), build, and record the bundled
     /// polyglot demo (Python + C + Erlang).

@@ -98,6 +98,11 @@ const TESTS: &[(&str, &[&str])] = &[
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn run(only: Option<&str>) -> anyhow::Result<()> {
+    matrix(only).map(|_| ())
+}
+
+/// Runs the matrix; returns how many (kernel, test) pairs passed.
+pub fn matrix(only: Option<&str>) -> anyhow::Result<usize> {
     cmd::require_root("vm-test")?;
     tools()?;
     let bin = cmd::build_xlperf(false)?;
@@ -107,21 +112,23 @@ pub fn run(only: Option<&str>) -> anyhow::Result<()> {
         "{:<6} {:<18} {:<12} {:>8}\n",
         "kernel", "tests", "passed", "time"
     );
-    let mut failed = Vec::new();
+    let (mut failed, mut passed) = (Vec::new(), 0);
     for kernel in KERNELS.iter().filter(|k| only.is_none_or(|o| o == k.label)) {
         let started = Instant::now();
         let (vmlinuz, release) = apt.kernel(kernel)?;
         let results = boot(&vmlinuz, &release, &bin.join("xlperf"), &binaries)?;
-        for (binary, tests) in TESTS {
+        let check = ("xlperf check", ["every line ok"].as_slice());
+        for (binary, tests) in std::iter::once(&check).chain(TESTS) {
             let mine: Vec<&Outcome> = results.iter().filter(|r| r.binary == *binary).collect();
-            let passed = mine.iter().filter(|r| r.passed).count();
+            let ok = mine.iter().filter(|r| r.passed).count();
+            passed += ok;
             let seconds = mine.first().map_or(0.0, |r| r.seconds);
             let _ = writeln!(
                 report,
                 "{:<6} {:<18} {:<12} {:>6.1} s",
                 kernel.label,
                 binary,
-                format!("{passed}/{}", tests.len()),
+                format!("{ok}/{}", tests.len()),
                 seconds
             );
             for r in mine.iter().filter(|r| !r.passed) {
@@ -143,7 +150,7 @@ pub fn run(only: Option<&str>) -> anyhow::Result<()> {
     if !failed.is_empty() {
         bail!("vm-test failed:\n  {}", failed.join("\n  "));
     }
-    Ok(())
+    Ok(passed)
 }
 
 /// QEMU, busybox (virtme-ng's guest init needs it), depmod, and virtme-ng itself.
@@ -397,8 +404,11 @@ fn boot(
             GUEST_TIMEOUT.as_secs(),
             script.display()
         ))
+        // -v: the guest's console (kernel messages included) goes to console.log, so
+        // that a guest which dies or hangs says why.
+        .arg("-v")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(fs::File::create(out.join("console.log"))?)
         .stderr(fs::File::create(out.join("vng.log"))?)
         .status()
         .context("starting vng")?;
@@ -408,10 +418,35 @@ fn boot(
         bail!(
             "{release}: the guest did not run its tests (vng {status}, {:.0} s); see {}",
             started.elapsed().as_secs_f64(),
-            out.join("vng.log").display()
+            out.join("console.log").display()
         );
     }
-    let mut outcomes = Vec::new();
+    // `xlperf check` itself: every line ok (kprobes included: Debian builds them).
+    let check = fs::read_to_string(out.join("check.txt")).unwrap_or_default();
+    let all_ok = check.lines().filter(|l| !l.trim().is_empty()).count() > 1
+        && check
+            .lines()
+            .filter(|l| l.starts_with("missing") || l.starts_with("FAIL"))
+            .count()
+            == 0;
+    if !all_ok {
+        eprintln!("xtask: {release}: xlperf check is not all ok:\n{check}");
+    }
+    if !out.join("finished").exists() {
+        let console = fs::read_to_string(out.join("console.log")).unwrap_or_default();
+        let tail: Vec<&str> = console.lines().rev().take(40).collect();
+        eprintln!(
+            "xtask: {release}: the guest stopped before its last test ({:.0} s); its console ends:\n{}",
+            started.elapsed().as_secs_f64(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let mut outcomes = vec![Outcome {
+        binary: "xlperf check".into(),
+        test: "every line ok".into(),
+        passed: all_ok,
+        seconds: 0.0,
+    }];
     for (binary, tests) in TESTS {
         let read = |ext: &str| fs::read_to_string(out.join(format!("{binary}.{ext}")));
         let log = read("log").unwrap_or_default();

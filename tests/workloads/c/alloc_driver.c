@@ -9,6 +9,7 @@
  *   leaky K S F M MS M x (xl_alloc_blocks(K, S, F); xl_sleep_ms(MS)): blocks leak
  *                    all through the run, and half the time is spent asleep
  *   sleep MS N       N x xl_sleep_ms(MS)
+ *   writes N M       M x xl_write_null(N): one openat, N writes and one close each
  *   spin MS N        N x xl_spin_ms(MS), at nice -20
  *   runq same MS     two threads at nice -20, both pinned to CPU 0, each calls
  *   runq split MS    xl_spin_ms(MS) once, starting together; split pins them to CPUs
@@ -45,7 +46,7 @@
 static int usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s blocks K S F M | outer K S F M | variety S M | map N LEN M | sleep MS N"
+            "usage: %s blocks K S F M | outer K S F M | variety S M | map N LEN M | sleep MS N | writes N M"
             " | spin MS N | runq same|split MS | fifo PATH  [--wait]\n",
             prog);
     return 2;
@@ -195,6 +196,11 @@ int main(int argc, char **argv)
         long n = atol(argv[3]);
         for (long i = 0; i < n; i++)
             xl_sleep_ms(ms);
+    } else if (strcmp(mode, "writes") == 0 && argc == 4) {
+        int n = atoi(argv[2]);
+        long m = atol(argv[3]);
+        for (long i = 0; i < m; i++)
+            xl_write_null(n);
     } else if (strcmp(mode, "spin") == 0 && argc == 4) {
         int ms = atoi(argv[2]);
         long n = atol(argv[3]);

@@ -45,6 +45,7 @@
  *                     objects (pipe_inode_info, its buffers, two files), no user block
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -167,6 +168,19 @@ XL_API void xl_sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
     }
+}
+
+/* Exactly one openat, N one-byte writes and one close: nothing else enters the kernel. */
+XL_API void xl_write_null(int n)
+{
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd < 0)
+        abort();
+    for (int i = 0; i < n; i++) {
+        if (write(fd, "x", 1) != 1)
+            abort();
+    }
+    close(fd);
 }
 
 static long long now_ns(void)

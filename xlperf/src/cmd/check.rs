@@ -91,12 +91,31 @@ fn host_lines() -> Vec<Line> {
         is_program_supported(ProgramType::PerfEvent).map_err(|e| e.to_string()),
         "perf_event programs unavailable",
     ));
-    lines.push(if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        line(Verdict::Ok, "kprobes", "kprobe PMU present".into())
-    } else {
-        line(Verdict::Missing, "kprobes", "no kprobe PMU (kernel built without CONFIG_KPROBES); xlperf's FFI tracing uses uprobes and does not need them".into())
-    });
+    lines.extend(kprobe_lines());
     lines
+}
+
+/// kprobes and kretprobes (a kernel built without CONFIG_KPROBES has neither), which
+/// only kernel-function tracing would need.
+fn kprobe_lines() -> [Line; 2] {
+    let pmu = Path::new("/sys/bus/event_source/devices/kprobe");
+    let missing = "no kprobe PMU (kernel built without CONFIG_KPROBES); FFI, NIF, --alloc, --sched and --syscalls do not need them";
+    [
+        if pmu.exists() {
+            line(Verdict::Ok, "kprobes", "kprobe PMU present".into())
+        } else {
+            line(Verdict::Missing, "kprobes", missing.into())
+        },
+        if pmu.join("format/retprobe").exists() {
+            line(
+                Verdict::Ok,
+                "kretprobes",
+                "the kprobe PMU's retprobe flag present".into(),
+            )
+        } else {
+            line(Verdict::Missing, "kretprobes", missing.into())
+        },
+    ]
 }
 
 fn tracefs_line() -> Line {
@@ -117,8 +136,8 @@ fn tracefs_line() -> Line {
     }
 }
 
-/// The fields --sched, --alloc and --kmem read, from the running kernel's format files.
-fn tracepoint_lines() -> [Line; 2] {
+/// The fields --sched, --alloc, --syscalls and --kmem read, from the running kernel's format files.
+fn tracepoint_lines() -> [Line; 3] {
     [
         match tracepoints::layout(false) {
             Ok(_) => line(
@@ -128,6 +147,14 @@ fn tracepoint_lines() -> [Line; 2] {
                     .into(),
             ),
             Err(e) => line(Verdict::Missing, "--sched, --alloc", e.to_string()),
+        },
+        match tracepoints::syscalls_format() {
+            Ok(()) => line(
+                Verdict::Ok,
+                "--syscalls",
+                "raw_syscalls/sys_enter and sys_exit formats read".into(),
+            ),
+            Err(e) => line(Verdict::Missing, "--syscalls", e.to_string()),
         },
         match tracepoints::layout(true) {
             Ok(_) => line(

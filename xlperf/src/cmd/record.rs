@@ -257,8 +257,12 @@ fn finish(args: &RecordArgs, session: &mut Session, duration: Duration) -> anyho
         probe_stepped_ns: probe.stepped_ns,
         tracepoint_ns: session.tracepoint_ns()?,
         never_mapped: session.never_mapped(),
+        syscall_map_full: counters.syscall_map_full,
         ..End::default()
     };
+    if args.probes.syscalls {
+        end.syscalls = session.syscalls()?;
+    }
     if !(args.probes.alloc || args.probes.sched) {
         return Ok(end);
     }
@@ -308,6 +312,7 @@ fn meta(args: &RecordArgs, costs: ProbeCosts) -> Meta {
         alloc: args.probes.alloc,
         sched: args.probes.sched,
         kmem: args.kmem,
+        syscalls: args.probes.syscalls,
         probe_cost_ns: costs.pair.emulated.total_ns,
         probe_costs: costs,
         long_call_ns: u64::try_from(args.probes.long_nif.as_nanos()).unwrap_or(u64::MAX),

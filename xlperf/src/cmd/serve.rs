@@ -141,14 +141,10 @@ fn attach(
     for target in prepared {
         child = session.attach(target)?.or(child);
     }
-    for pid in session.followed() {
-        let comm = match (&child, args.command.first()) {
-            (Some(c), Some(command)) if c.pid().get() == pid => {
-                comm_of_program(&target::find_program(command)?)
-            }
-            _ => target::comm(pid),
-        };
-        session.names_mut().processes.insert(pid, comm);
+    // A command has not exec'd yet: its series are labelled by its program's name.
+    if let (Some(c), Some(command)) = (&child, args.command.first()) {
+        let comm = comm_of_program(&target::find_program(command)?);
+        session.names_mut().processes.insert(c.pid().get(), comm);
     }
     if let Some(child) = child.as_mut() {
         child.release().context("starting the command")?;
@@ -164,11 +160,8 @@ fn add_by_name(args: &ServeArgs, session: &mut Session) {
         let added = session
             .prepare(Target::Pid { pid, wait: true })
             .and_then(|prepared| session.attach(prepared));
-        match added {
-            Ok(_) => {
-                session.names_mut().processes.insert(pid, target::comm(pid));
-            }
-            Err(e) => eprintln!("xlperf: not tracing pid {pid}: {e:#}"),
+        if let Err(e) = added {
+            eprintln!("xlperf: not tracing pid {pid}: {e:#}");
         }
     }
 }

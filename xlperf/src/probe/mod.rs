@@ -129,7 +129,9 @@ pub enum ProbeError {
         "{library} has none of the allocator functions xlperf probes (malloc, free, ...); is it the process's allocator?"
     )]
     NoAllocator { library: PathBuf },
-    #[error("--alloc and --sched follow processes, so they need -p PID or a command, not --all")]
+    #[error(
+        "--alloc, --sched and --syscalls follow processes, so they need -p PID or a command, not --all"
+    )]
     AllNeedsProcess,
     #[error(
         "--all needs a probe: name functions with --ffi LIB[:GLOB], or trace every BEAM's NIFs with --nif"

@@ -125,7 +125,12 @@ pub fn summary(aggregates: &Aggregates, recording: &Recording<'_>) -> Summary {
         processes: costs.as_ref().map(|c| c.processes(comm)),
         insights: Vec::new(),
         truncated: recording.truncated,
+        syscalls: None,
+        syscall_map_full: end.syscall_map_full,
     };
+    if meta.syscalls {
+        super::syscalls::charge(&mut summary, &end.syscalls, comm);
+    }
     summary.insights = insights::detect(&summary);
     summary
 }

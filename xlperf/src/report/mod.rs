@@ -3,6 +3,7 @@
 pub mod build;
 pub mod insights;
 pub mod summary;
+pub mod syscalls;
 pub mod table;
 
 pub use summary::{BoundarySummary, Summary};

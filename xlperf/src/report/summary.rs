@@ -76,6 +76,16 @@ pub struct Summary {
     /// (drops, live blocks, threads' outside buckets) are missing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Per process, with `--syscalls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<Vec<ProcessSyscalls>>,
+    /// System calls not counted because xlperf's syscall map was full.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub syscall_map_full: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Allocation figures of a crossing (its own, not those of calls nested in it).
@@ -246,6 +256,29 @@ pub struct BoundarySummary {
     pub sched: Option<SchedRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inclusive: Option<Inclusive>,
+    /// System calls made inside this crossing, by name (`--syscalls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<BTreeMap<String, SyscallFigures>>,
+    /// The boundary's id in the recording (not in the JSON: names identify rows).
+    #[serde(skip)]
+    pub id: u32,
+}
+
+/// Calls of one system call and their time in the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SyscallFigures {
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// A process's system calls (`--syscalls`): all of them, and those made outside any
+/// traced crossing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessSyscalls {
+    pub pid: u32,
+    pub comm: String,
+    pub syscalls: BTreeMap<String, SyscallFigures>,
+    pub outside: BTreeMap<String, SyscallFigures>,
 }
 
 /// A row's durations with the probe time still inside them.
@@ -349,6 +382,8 @@ pub fn boundaries(
                 alloc: costs.and_then(|c| c.alloc_row(pid, id)),
                 sched: costs.and_then(|c| c.sched_row(pid, id)),
                 inclusive: costs.map(|c| c.inclusive(pid, id, stats.total_ns)),
+                syscalls: None,
+                id,
             })
         })
         .collect()

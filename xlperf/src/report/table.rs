@@ -82,7 +82,7 @@ fn findings(summary: &Summary, out: &mut String) {
 }
 
 /// Left-aligns the first `left` columns and right-aligns the others.
-fn aligned(rows: &[Vec<String>], left: usize, out: &mut String) {
+pub fn aligned(rows: &[Vec<String>], left: usize, out: &mut String) {
     let mut widths: Vec<usize> = Vec::new();
     for row in rows {
         widths.resize(widths.len().max(row.len()), 0);
@@ -393,6 +393,7 @@ pub fn render(summary: &Summary) -> String {
     crossings(summary, &mut out);
     allocations(summary, &mut out);
     scheduling(summary, &mut out);
+    super::syscalls::section(summary, &mut out);
     let calls: u64 = summary.boundaries.iter().map(|b| b.calls).sum();
     overhead_line(summary, calls, &mut out);
     notes(summary, &mut out);

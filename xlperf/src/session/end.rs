@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::HashMap as BpfHashMap;
-use xlperf_common::{AllocConfig, CallStack, LiveBlock, LiveKey, ProbeTime};
+use aya::maps::{HashMap as BpfHashMap, PerCpuHashMap};
+use xlperf_common::{
+    AllocConfig, CallStack, LiveBlock, LiveKey, ProbeTime, SyscallKey, SyscallStat,
+};
 
 use super::Session;
 use crate::{
-    model::{LiveEntry, ThreadInfo, ThreadOutside},
+    model::{LiveEntry, SyscallEntry, ThreadInfo, ThreadOutside},
     probe::{
         ProbeError, beam,
         bpf::{loader, tracepoints},
@@ -109,6 +111,55 @@ impl Session {
         }
         live.sort_by_key(|l| (l.pid, l.ns, l.boundary));
         Ok(live)
+    }
+}
+
+impl Session {
+    /// The system calls counted (`--syscalls`), summed over CPUs, each charged to its
+    /// crossing as the records name it (a NIF, not the dispatch probe).
+    pub fn syscalls(&mut self) -> anyhow::Result<Vec<SyscallEntry>> {
+        let map = self
+            .loaded
+            .ebpf
+            .map(loader::SYSCALL_STATS)
+            .ok_or(ProbeError::MissingMap {
+                name: loader::SYSCALL_STATS,
+            })?;
+        let stats = PerCpuHashMap::<_, SyscallKey, SyscallStat>::try_from(map)?;
+        let crossings = &mut self.crossings;
+        let mut summed: BTreeMap<(u32, u32, u32), (u64, u64)> = BTreeMap::new();
+        for entry in stats.iter() {
+            let Ok((key, per_cpu)) = entry else {
+                continue;
+            };
+            // On 6.11+ every return probe ends in the uretprobe system call: the probe's
+            // own cost (measured with the pair), not the target's doing.
+            if key.nr == syscalls::Sysno::uretprobe as u32 {
+                continue;
+            }
+            let boundary = beam::tracing::crossing(
+                crossings.nif.as_mut(),
+                key.tgid,
+                key.boundary,
+                key.target,
+                &mut crossings.table,
+            );
+            let sum = summed.entry((key.tgid, boundary, key.nr)).or_default();
+            for stat in per_cpu.iter() {
+                sum.0 += stat.count;
+                sum.1 += stat.total_ns;
+            }
+        }
+        Ok(summed
+            .into_iter()
+            .map(|((pid, boundary, nr), (count, total_ns))| SyscallEntry {
+                pid,
+                boundary,
+                nr,
+                count,
+                total_ns,
+            })
+            .collect())
     }
 }
 

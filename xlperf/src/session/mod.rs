@@ -83,6 +83,9 @@ impl Session {
         if wants.probes.alloc {
             tracepoints::attach_alloc(ebpf, &mut global, wants.kmem)?;
         }
+        if wants.probes.syscalls {
+            tracepoints::attach_syscalls(ebpf, &mut global)?;
+        }
         Ok(Self {
             loaded,
             crossings,
@@ -116,7 +119,13 @@ impl Session {
         let costs = self.costs();
         let (pid, child, ld_so) = match who {
             Who::All => return self.attach_all(ids, nifs).map(|()| None),
-            Who::Pid(pid) => (pid, None, None),
+            Who::Pid(pid) => {
+                // Named now, while it surely runs: a target that exits before its first
+                // records are read could not be named afterwards.
+                let comm = target::comm(pid);
+                self.crossings.names.processes.insert(pid, comm);
+                (pid, None, None)
+            }
             Who::Command {
                 program,
                 argv,

@@ -81,6 +81,7 @@ impl Wants {
             long_nif: std::time::Duration::from_millis(1),
             alloc: false,
             sched: false,
+            syscalls: false,
             max_functions: usize::MAX,
             ring_size: loader::DEFAULT_RING_BYTES,
         };
@@ -95,7 +96,7 @@ impl Wants {
 
     /// Allocations and scheduling are worth recording in any process, crossings or not.
     pub fn whole_process(&self) -> bool {
-        self.probes.alloc || self.probes.sched
+        self.probes.alloc || self.probes.sched || self.probes.syscalls
     }
 
     /// NIFs are traced when asked for, or when a BEAM is given no --ffi.

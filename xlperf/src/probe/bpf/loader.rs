@@ -41,6 +41,8 @@ pub const KMALLOC: &str = "kmalloc";
 pub const KMEM_CACHE_ALLOC: &str = "kmem_cache_alloc";
 pub const MM_PAGE_ALLOC: &str = "mm_page_alloc";
 pub const MUNMAP_ENTER: &str = "munmap_enter";
+pub const SYS_ENTER: &str = "sys_enter";
+pub const SYS_EXIT: &str = "sys_exit";
 pub const EMPTY_ENTRY: &str = "empty_entry";
 pub const EMPTY_EXIT: &str = "empty_exit";
 
@@ -53,6 +55,7 @@ pub const LIVE_BLOCKS: &str = "LIVE_BLOCKS";
 pub const LAYOUT: &str = "LAYOUT";
 pub const TARGETS: &str = "TARGETS";
 pub const ALLOC_SAMPLE_BYTES: &str = "ALLOC_SAMPLE_BYTES";
+pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
 
 /// Blocks tracked as live at once unless `--alloc-live-max` says otherwise.
 pub const DEFAULT_LIVE_BLOCKS: u32 = 262_144;

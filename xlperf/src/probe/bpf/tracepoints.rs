@@ -176,8 +176,37 @@ pub fn attach_alloc(ebpf: &mut Ebpf, links: &mut Links, kmem: bool) -> Result<()
     Ok(())
 }
 
+/// `--syscalls`: every system call's entry and return. The programs read the call's
+/// number at a fixed offset: checked here against this kernel's format files.
+pub fn attach_syscalls(ebpf: &mut Ebpf, links: &mut Links) -> Result<(), ProbeError> {
+    syscalls_format()?;
+    for (program, name) in [
+        (loader::SYS_ENTER, "sys_enter"),
+        (loader::SYS_EXIT, "sys_exit"),
+    ] {
+        attach(ebpf, links, program, "raw_syscalls", name)?;
+    }
+    Ok(())
+}
+
+/// Checks that both raw_syscalls events have `long id` where the programs read it.
+pub fn syscalls_format() -> Result<(), ProbeError> {
+    tracefs::ensure_mounted().map_err(|source| ProbeError::Tracefs { source })?;
+    for name in ["sys_enter", "sys_exit"] {
+        let tracepoint = format!("raw_syscalls/{name}");
+        let (offset, size) = Format::read("raw_syscalls", name)?.field(&tracepoint, "id")?;
+        if (offset as usize, size) != (xlperf_common::SYSCALL_ID_OFFSET, 8) {
+            return Err(ProbeError::TracepointField {
+                tracepoint,
+                field: format!("id at offset {offset} (size {size}), where 8 (size 8) is expected"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Every tracepoint program xlperf has.
-const TRACEPOINT_PROGRAMS: [&str; 8] = [
+const TRACEPOINT_PROGRAMS: [&str; 10] = [
     loader::SCHED_SWITCH,
     loader::SCHED_WAKING,
     loader::SCHED_WAKEUP_NEW,
@@ -186,6 +215,8 @@ const TRACEPOINT_PROGRAMS: [&str; 8] = [
     loader::KMALLOC,
     loader::KMEM_CACHE_ALLOC,
     loader::MM_PAGE_ALLOC,
+    loader::SYS_ENTER,
+    loader::SYS_EXIT,
 ];
 
 /// How long the loaded tracepoint programs have run, in all, as the kernel's BPF
