@@ -18,10 +18,18 @@ use xlperf_tests::{
 
 /// A port free now (bound and released: another process could take it, rarely).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // Below the kernel's ephemeral range (32768 and up): a port released here cannot be
+    // handed to another test's `bind(:0)` before xlperf binds it. Spread by pid so that
+    // concurrent test binaries do not pick the same ones.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 24;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < 24, "no free port in {base}..{}", base + 24);
+        if TcpListener::bind(("127.0.0.1", base + n)).is_ok() {
+            return base + n;
+        }
+    }
 }
 
 /// GET `path` over HTTP/1.0; returns (head, body).

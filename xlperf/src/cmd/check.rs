@@ -57,7 +57,7 @@ pub fn run(pid: Option<u32>) -> anyhow::Result<bool> {
 
 /// What this host's kernel and xlperf's privileges allow, one line per feature.
 fn host_lines() -> Vec<Line> {
-    let mut lines = vec![line(Verdict::Ok, "kernel", kernel_release())];
+    let mut lines = vec![kernel_line(&kernel_release())];
     let privileged = privileges::check();
     let root = privileged.is_ok();
     lines.push(match privileged {
@@ -304,8 +304,57 @@ fn uprobe_line() -> Line {
     }
 }
 
+/// The oldest kernel xlperf runs on, and why: every uprobe learns its function from its
+/// attach cookie (5.15); the ring buffer (5.8) and the BPF run-time statistics (5.8) are
+/// older.
+const OLDEST: (u32, u32) = (5, 15);
+
+fn kernel_line(release: &str) -> Line {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version >= OLDEST {
+        line(Verdict::Ok, "kernel", release.to_owned())
+    } else {
+        line(
+            Verdict::Fail,
+            "kernel",
+            format!(
+                "{release}: xlperf needs Linux {}.{}+ (uprobe attach cookies, which name the function each probe hit belongs to); nothing can be traced here",
+                OLDEST.0, OLDEST.1
+            ),
+        )
+    }
+}
+
 fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_older_than_5_15_fail_with_the_reason() {
+        for ok in [
+            "5.15.0-1-generic",
+            "6.1.0-57-amd64",
+            "6.12.117+deb13-amd64",
+            "7.3.4+deb13-amd64",
+        ] {
+            assert!(kernel_line(ok).verdict == Verdict::Ok, "{ok}");
+        }
+        for old in ["5.14.0-427.el9.x86_64", "5.10.0-30-amd64", "4.19.0"] {
+            let l = kernel_line(old);
+            assert!(
+                l.verdict == Verdict::Fail && l.why.contains("5.15+"),
+                "{old}: {}",
+                l.why
+            );
+        }
+    }
 }
