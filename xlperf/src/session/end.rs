@@ -43,13 +43,7 @@ impl Session {
     /// Reads the state of every thread of `pids`, naming the threads as the kernel last
     /// saw them.
     pub fn threads(&mut self, pids: &[u32]) -> anyhow::Result<Threads> {
-        let map = self
-            .loaded
-            .ebpf
-            .map(loader::CALL_STACKS)
-            .ok_or(ProbeError::MissingMap {
-                name: loader::CALL_STACKS,
-            })?;
+        let map = loader::map(&self.loaded.ebpf, loader::CALL_STACKS)?;
         let stacks = BpfHashMap::<_, u32, CallStack>::try_from(map)?;
         let names = &mut self.crossings.names.threads;
         let mut threads = Threads {
@@ -81,13 +75,7 @@ impl Session {
 
     /// Every block still live, with the crossing that allocated it (weighted when sampled).
     pub fn live(&mut self, config: AllocConfig) -> anyhow::Result<Vec<LiveEntry>> {
-        let map = self
-            .loaded
-            .ebpf
-            .map(loader::LIVE_BLOCKS)
-            .ok_or(ProbeError::MissingMap {
-                name: loader::LIVE_BLOCKS,
-            })?;
+        let map = loader::map(&self.loaded.ebpf, loader::LIVE_BLOCKS)?;
         let blocks = BpfHashMap::<_, LiveKey, LiveBlock>::try_from(map)?;
         let crossings = &mut self.crossings;
         let mut live = Vec::new();
@@ -118,13 +106,7 @@ impl Session {
     /// The system calls counted (`--syscalls`), summed over CPUs, each charged to its
     /// crossing as the records name it (a NIF, not the dispatch probe).
     pub fn syscalls(&mut self) -> anyhow::Result<Vec<SyscallEntry>> {
-        let map = self
-            .loaded
-            .ebpf
-            .map(loader::SYSCALL_STATS)
-            .ok_or(ProbeError::MissingMap {
-                name: loader::SYSCALL_STATS,
-            })?;
+        let map = loader::map(&self.loaded.ebpf, loader::SYSCALL_STATS)?;
         let stats = PerCpuHashMap::<_, SyscallKey, SyscallStat>::try_from(map)?;
         let crossings = &mut self.crossings;
         let mut summed: BTreeMap<(u32, u32, u32), (u64, u64)> = BTreeMap::new();

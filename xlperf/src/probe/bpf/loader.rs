@@ -88,11 +88,14 @@ pub fn call_records(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, ProbeError> {
     })
 }
 
+/// The map `name` of the loaded object.
+pub fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ProbeError> {
+    ebpf.map(name).ok_or(ProbeError::MissingMap { name })
+}
+
 /// The per-CPU loss and consistency counters, summed.
 pub fn counters(ebpf: &Ebpf) -> Result<Counters, ProbeError> {
-    let map = ebpf
-        .map(FFI_COUNTERS)
-        .ok_or(ProbeError::MissingMap { name: FFI_COUNTERS })?;
+    let map = map(ebpf, FFI_COUNTERS)?;
     let what = || "reading the loss counters".to_owned();
     let per_cpu = PerCpuArray::<_, Counters>::try_from(map).map_err(|source| ProbeError::Map {
         what: what(),
@@ -113,9 +116,7 @@ pub fn counters(ebpf: &Ebpf) -> Result<Counters, ProbeError> {
 /// their hits at their calibrated costs (every thread but xlperf's own when `pids` is
 /// empty: `--all`).
 pub fn probe_time(ebpf: &Ebpf, pids: &[u32]) -> Result<ProbeTime, ProbeError> {
-    let map = ebpf
-        .map(CALL_STACKS)
-        .ok_or(ProbeError::MissingMap { name: CALL_STACKS })?;
+    let map = map(ebpf, CALL_STACKS)?;
     let stacks = HashMap::<_, u32, CallStack>::try_from(map).map_err(|source| ProbeError::Map {
         what: "reading the per-thread probe time".into(),
         source,
