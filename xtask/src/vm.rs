@@ -104,6 +104,14 @@ const TESTS: &[(&str, &[&str])] = &[
         &["serve_runs_a_command_from_its_first_call_and_outlives_it"],
     ),
     ("capture", &["report_of_a_capture_equals_the_live_summary"]),
+    (
+        "syscalls",
+        &[
+            "system_calls_are_charged_to_the_crossing_that_makes_them",
+            "a_sleeping_call_shows_its_sleep_and_a_spinning_one_none",
+            "pid_mode_counts_only_the_traced_process",
+        ],
+    ),
 ];
 
 impl Kernel {
