@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub mod alloc;
 pub mod beam;
+pub mod kfunc;
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -23,6 +23,7 @@ fn check_reports_each_capability_and_passes_when_uprobes_work() {
         "kprobes",
         "kretprobes",
         "--syscalls",
+        "--kfunc",
     ] {
         let line = text
             .lines()
@@ -51,6 +52,24 @@ fn check_reports_each_capability_and_passes_when_uprobes_work() {
         numbers.len() >= 2 && numbers[0] == numbers[1] && numbers[0] > 0,
         "{uprobe}"
     );
+    // --kfunc: exact where kprobes exist (every Debian kernel), missing where not.
+    let kfunc = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("--kfunc"))
+        .expect("--kfunc line");
+    if xlperf_tests::kfunc::has_kprobes() {
+        assert!(kfunc.starts_with("ok"), "{kfunc}");
+        let numbers: Vec<u64> = kfunc
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(
+            numbers.len() >= 2 && numbers[0] == numbers[1] && numbers[0] > 0,
+            "{kfunc}"
+        );
+    } else {
+        assert!(kfunc.starts_with("missing"), "{kfunc}");
+    }
     assert!(
         std::path::Path::new("/sys/kernel/tracing/events").exists(),
         "check mounts tracefs"

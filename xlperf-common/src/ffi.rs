@@ -15,10 +15,15 @@ pub const CALIBRATION_BOUNDARY: u32 = u32::MAX;
 /// The same on a single-stepped site (`NIF_DISPATCH_*` take `u32::MAX - 1` and `- 2`).
 pub const CALIBRATION_STEPPED: u32 = u32::MAX - 3;
 
+/// The same for the kernel-function pair (`--kfunc`).
+pub const CALIBRATION_KERNEL: u32 = u32::MAX - 4;
+
 /// Is `boundary` one of the calibration's own?
 #[must_use]
 pub const fn is_calibration(boundary: u32) -> bool {
-    boundary == CALIBRATION_BOUNDARY || boundary == CALIBRATION_STEPPED
+    boundary == CALIBRATION_BOUNDARY
+        || boundary == CALIBRATION_STEPPED
+        || boundary == CALIBRATION_KERNEL
 }
 
 /// What a probe's attach cookie carries besides its boundary: the cost of one of its
@@ -153,7 +158,10 @@ pub struct Frame {
     /// Whether `cost` holds figures; it is garbage until then, so that entering a call
     /// does not pay for zeroing it.
     pub costed: u32,
-    pub _pad: u32,
+    /// Non-zero for a kernel function's frame (`--kfunc`): its return probe knows no
+    /// boundary and pops the innermost such frame, and allocations and scheduling are
+    /// charged to the crossing below it.
+    pub kernel: u32,
     /// Whole cost of the probe hits nested in this call so far (see `probe_cookie`).
     pub nested: ProbeTime,
     pub cost: crate::Cost,

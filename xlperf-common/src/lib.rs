@@ -6,12 +6,14 @@
 
 pub mod cost;
 pub mod ffi;
+pub mod kfunc;
 pub mod nif;
 pub mod rtld;
 pub mod syscall;
 
 pub use cost::*;
 pub use ffi::*;
+pub use kfunc::*;
 pub use nif::*;
 pub use rtld::*;
 pub use syscall::*;

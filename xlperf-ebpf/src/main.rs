@@ -9,6 +9,8 @@ mod bench;
 #[cfg(target_arch = "bpf")]
 mod ffi;
 #[cfg(target_arch = "bpf")]
+mod kfunc;
+#[cfg(target_arch = "bpf")]
 mod kmem;
 #[cfg(target_arch = "bpf")]
 mod mmap;

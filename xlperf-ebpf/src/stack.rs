@@ -59,6 +59,16 @@ pub fn add(n: u64, field: impl FnOnce(&mut Counters) -> &mut u64) {
 /// Pushes a frame for a call of `boundary` (of function `target`, when the probe knows
 /// it) on the current thread's stack.
 pub fn enter(boundary: u32, target: u64, thread: u32) {
+    push(boundary, target, thread, 0);
+}
+
+/// Pushes a frame for a call of kernel function `boundary` (`--kfunc`).
+pub fn enter_kernel(boundary: u32) {
+    push(boundary, 0, xlperf_common::thread_kind::UNCLASSIFIED, 1);
+}
+
+#[inline(always)]
+fn push(boundary: u32, target: u64, thread: u32, kernel: u32) {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -76,6 +86,15 @@ pub fn enter(boundary: u32, target: u64, thread: u32) {
         bump(|c| &mut c.depth_overflow);
         return;
     }
+    // A kernel function's record carries the NIF address of the crossing it runs in,
+    // which names that crossing when it is the NIF dispatch probes'.
+    let target = if kernel != 0 {
+        innermost_crossing(stack)
+            .and_then(|i| stack.frames.get(opaque(i)))
+            .map_or(0, |f| f.target)
+    } else {
+        target
+    };
     // Only the header: `cost` stays stale until an alloc or sched program marks the
     // frame costed (see `top_cost`).
     let frame = &mut stack.frames[depth];
@@ -84,6 +103,7 @@ pub fn enter(boundary: u32, target: u64, thread: u32) {
     frame.boundary = boundary;
     frame.thread = thread;
     frame.costed = 0;
+    frame.kernel = kernel;
     frame.nested = ProbeTime::default();
     stack.depth = depth as u32 + 1;
 }
@@ -211,6 +231,35 @@ pub fn leave(boundary: u32, cookie: u64) {
     }
 }
 
+/// Pops the innermost kernel function's frame (`--kfunc`): kernel calls on a thread
+/// return innermost first, so the return probe needs no name. `cost` is the kprobe
+/// pair's `probe_cookie` without a boundary.
+pub fn leave_kernel(cost: u64) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(stack) = CALL_STACKS.get_ptr_mut(tid) else {
+        bump(|c| &mut c.unmatched_return);
+        return;
+    };
+    // SAFETY: as in enter.
+    let stack = unsafe { &*stack };
+    let boundary = if stack.overflow > 0 {
+        // `leave` takes it as one of the calls that did not fit.
+        NO_BOUNDARY
+    } else {
+        let depth = stack.depth as usize;
+        match stack.frames.get(opaque(depth.wrapping_sub(1))) {
+            Some(top) if depth > 0 && top.kernel != 0 => top.boundary,
+            // Its entry was not seen (attached meanwhile, or skipped while another
+            // program ran on this CPU): never pop a crossing for it.
+            _ => {
+                bump(|c| &mut c.unmatched_return);
+                return;
+            }
+        }
+    };
+    leave(boundary, cost | u64::from(boundary));
+}
+
 /// A call's own in-call probe time (from its return probe's cookie) plus what was nested.
 #[inline(always)]
 fn own_and(cookie: u64, mut nested: ProbeTime) -> ProbeTime {
@@ -270,9 +319,8 @@ pub fn existing_stack(tid: u32) -> Option<*mut CallStack> {
 /// crossing, or its "outside any crossing" bucket. Also returns that crossing's boundary
 /// and target (`NO_BOUNDARY`, 0 outside).
 pub fn top_cost(stack: &mut CallStack) -> (&mut Cost, u32, u64) {
-    let depth = stack.depth as usize;
-    if depth > 0
-        && let Some(frame) = stack.frames.get_mut(opaque(depth - 1))
+    if let Some(idx) = innermost_crossing(stack)
+        && let Some(frame) = stack.frames.get_mut(opaque(idx))
     {
         if frame.costed == 0 {
             frame.cost = Cost::default();
@@ -286,13 +334,30 @@ pub fn top_cost(stack: &mut CallStack) -> (&mut Cost, u32, u64) {
 /// The innermost active crossing of a thread: its boundary and NIF target
 /// (`NO_BOUNDARY`, 0 outside any).
 pub fn top_crossing(stack: &CallStack) -> (u32, u64) {
-    let depth = stack.depth as usize;
-    if depth > 0
-        && let Some(frame) = stack.frames.get(opaque(depth - 1))
+    if let Some(idx) = innermost_crossing(stack)
+        && let Some(frame) = stack.frames.get(opaque(idx))
     {
         return (frame.boundary, frame.target);
     }
     (NO_BOUNDARY, 0)
+}
+
+/// Index of the innermost frame that is a crossing, not a kernel function: what a
+/// kernel function does (allocate, block) is charged to
+/// the crossing it runs in, whose figures stay inclusive of it.
+#[inline(always)]
+fn innermost_crossing(stack: &CallStack) -> Option<usize> {
+    let depth = stack.depth as usize;
+    for i in 0..MAX_DEPTH {
+        if i >= depth {
+            break;
+        }
+        let idx = depth - 1 - i;
+        if stack.frames.get(opaque(idx)).is_some_and(|f| f.kernel == 0) {
+            return Some(idx);
+        }
+    }
+    None
 }
 
 /// `index`, in a form LLVM cannot relate to other values. An index one below another

@@ -218,6 +218,15 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub syscalls: bool,
 
+    /// Trace kernel functions whose names match GLOB ('vfs_write', 'tcp_*',
+    /// 'vfs_{read,write}'; from /sys/kernel/tracing/available_filter_functions): a
+    /// kprobe and a kretprobe on each, kept to the target's threads. Each function
+    /// is a row (runtime `kernel`, library `vmlinux` or its module) per crossing
+    /// that called it, with calls and latency, and that crossing's row gets its
+    /// kernel time. Needs a kernel with kprobes. Repeatable.
+    #[arg(long = "kfunc", value_name = "GLOB")]
+    pub kfunc: Vec<String>,
+
     /// Refuse to attach to more functions than this; each costs a probe pair per call.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_functions: usize,

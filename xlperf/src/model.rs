@@ -78,12 +78,15 @@ pub struct BoundaryInfo {
     pub library_path: String,
     /// Function name, or the Erlang/Elixir name of a NIF (`crypto:hash_nif/2`).
     pub function: String,
-    /// `ffi` or `beam`.
+    /// `ffi`, `beam` or `kernel`.
     pub runtime: String,
     pub probe_offset: u64,
     pub probe_emulated: bool,
     /// For a NIF: its module, arity and dirty kind.
     pub nif: Option<NifInfo>,
+    /// For a kernel function (`--kfunc`) called inside a crossing: that crossing's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +302,9 @@ pub struct ProbeCosts {
     pub alloc_pair_ns: PerKind<u64>,
     /// The entry-only probe on free, whole cost per call.
     pub free_ns: PerKind<u64>,
+    /// The kprobe pair on a kernel function (`--kfunc`); zero when none was traced.
+    #[serde(default)]
+    pub kernel_pair: PairCost,
 }
 
 impl ProbeCosts {
@@ -313,6 +319,13 @@ impl ProbeCosts {
             cost.total_ns,
             kind == SiteKind::SingleStepped,
         )
+    }
+
+    /// The kprobe pair's cookie, without a boundary (the return program adds it).
+    pub fn kernel_cookie(&self) -> u64 {
+        let cost = self.kernel_pair;
+        warn_if_clipped(cost.total_ns, cost.in_call_ns);
+        probe_cookie::pack(0, cost.in_call_ns, cost.total_ns, false)
     }
 
     /// The cookie of an allocator probe: `entry_only` for free, else an exit probe of the

@@ -112,6 +112,15 @@ const TESTS: &[(&str, &[&str])] = &[
             "pid_mode_counts_only_the_traced_process",
         ],
     ),
+    (
+        "kfunc",
+        &[
+            "kernel_calls_are_charged_to_the_crossing_that_makes_them",
+            "a_crossing_that_makes_no_such_call_gets_none",
+            "pid_mode_counts_only_the_traced_process",
+            "globs_that_match_nothing_or_too_much_are_one_clear_error",
+        ],
+    ),
 ];
 
 impl Kernel {
@@ -529,7 +538,7 @@ fn guest_script(
 ) -> anyhow::Result<String> {
     let o = out.display();
     let mut s = format!(
-        "#!/bin/sh\ncd {}\nexport XLPERF_BIN={x} RUST_BACKTRACE=1\nuname -r > {o}/uname\n\
+        "#!/bin/sh\ncd {}\nexport XLPERF_BIN={x} XLPERF_EXPECT_KPROBES=1 RUST_BACKTRACE=1\nuname -r > {o}/uname\n\
          {x} check > {o}/check.txt 2>&1\n",
         root().display(),
         x = xlperf.display()

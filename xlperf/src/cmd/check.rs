@@ -18,6 +18,7 @@ use crate::{
         },
         boundary::BoundaryTable,
         bpf::{calibrate, loader, tracefs, tracepoints},
+        kernel,
         proc::target,
     },
     report::table::human_ns,
@@ -92,6 +93,7 @@ fn host_lines() -> Vec<Line> {
         "perf_event programs unavailable",
     ));
     lines.extend(kprobe_lines());
+    lines.push(kfunc_line());
     lines
 }
 
@@ -284,7 +286,7 @@ fn uprobe_line() -> Line {
         let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0).map_err(|e| e.to_string())?;
         let mut ring = loader::call_records(&mut ebpf).map_err(|e| e.to_string())?;
         let calibrated =
-            calibrate::measure(&mut ebpf, &mut ring, false).map_err(|e| e.to_string())?;
+            calibrate::measure(&mut ebpf, &mut ring, false, false).map_err(|e| e.to_string())?;
         let (seen, probed) = (calibrated.seen_calls, calibrated.probed_calls);
         if seen != probed {
             return Err(format!("{probed} calls made, {seen} traced"));
@@ -296,6 +298,42 @@ fn uprobe_line() -> Line {
             human_ns(pair.single_stepped.total_ns),
             human_ns(pair.emulated.in_call_ns),
             human_ns(pair.single_stepped.in_call_ns),
+        ))
+    })();
+    match result {
+        Ok(why) => line(Verdict::Ok, what, why),
+        Err(why) => line(Verdict::Fail, what, why),
+    }
+}
+
+/// `--kfunc`: attaches the real kprobe pair to the kernel function the calibration uses,
+/// makes system calls that reach it, and checks that each produced one record.
+fn kfunc_line() -> Line {
+    let what = "--kfunc";
+    if !kernel::has_kprobes() {
+        return line(
+            Verdict::Missing,
+            what,
+            "needs kprobes, which this kernel lacks; --syscalls and everything else still work"
+                .into(),
+        );
+    }
+    let result = (|| -> Result<String, String> {
+        let mut ebpf = loader::load(loader::DEFAULT_RING_BYTES, 0, 0).map_err(|e| e.to_string())?;
+        let mut ring = loader::call_records(&mut ebpf).map_err(|e| e.to_string())?;
+        let calibrated =
+            calibrate::measure(&mut ebpf, &mut ring, false, true).map_err(|e| format!("{e:#}"))?;
+        let (probed, seen) = calibrated.kernel_calls;
+        if seen != probed {
+            return Err(format!(
+                "{probed} system calls reached the probed kernel function, {seen} traced"
+            ));
+        }
+        let pair = calibrated.costs.kernel_pair;
+        Ok(format!(
+            "{seen} of {probed} kernel calls traced; a kprobe pair adds {} per call ({} of it inside the call)",
+            human_ns(pair.total_ns),
+            human_ns(pair.in_call_ns),
         ))
     })();
     match result {

@@ -12,6 +12,7 @@ use super::{
     ProbeError,
     beam::entry::NifFunction,
     elf::{self, ElfImage, Function, prologue},
+    kernel::KernelFunction,
     library::{self, Scope},
 };
 use crate::model::ProbeSite;
@@ -31,6 +32,10 @@ pub struct Boundary {
     pub site: ProbeSite,
     /// Set for Erlang/Elixir NIFs.
     pub nif: Option<NifFunction>,
+    /// Set for kernel functions (`--kfunc`): `Some(None)` for the function itself (its
+    /// calls outside any crossing), `Some(Some(parent))` for its calls inside crossing
+    /// `parent`, each such pair a row of its own.
+    pub kernel: Option<Option<u32>>,
 }
 
 impl Boundary {
@@ -63,12 +68,15 @@ impl Boundary {
             function: boundary.function.clone(),
             runtime: if boundary.nif.is_some() {
                 "beam"
+            } else if boundary.kernel.is_some() {
+                "kernel"
             } else {
                 "ffi"
             }
             .into(),
             probe_offset: site.offset,
             probe_emulated: site.emulated,
+            parent: boundary.kernel.flatten(),
             nif: boundary.nif.as_ref().map(|nif| NifInfo {
                 module: nif.module.clone(),
                 arity: nif.arity,
@@ -86,6 +94,8 @@ pub struct BoundaryTable {
     by_site: HashMap<(PathBuf, u64), u32>,
     /// NIFs by (library, Erlang name): the same NIF in two processes is one boundary.
     by_nif: HashMap<(PathBuf, String), u32>,
+    /// Kernel functions' rows by (function's own id, crossing it ran in).
+    by_parent: HashMap<(u32, u32), u32>,
 }
 
 impl BoundaryTable {
@@ -103,9 +113,62 @@ impl BoundaryTable {
         self.boundaries.len()
     }
 
-    /// Boundaries named with --ffi (not NIFs).
+    /// Boundaries named with --ffi (not NIFs, not kernel functions).
     pub fn ffi_len(&self) -> usize {
-        self.boundaries.iter().filter(|b| b.nif.is_none()).count()
+        self.boundaries
+            .iter()
+            .filter(|b| b.nif.is_none() && b.kernel.is_none())
+            .count()
+    }
+
+    /// Whether `id` is a kernel function's (`--kfunc`).
+    pub fn is_kernel(&self, id: u32) -> bool {
+        self.get(id).is_some_and(|b| b.kernel.is_some())
+    }
+
+    /// Adds kernel function `function` (its calls outside any crossing), returning its id.
+    pub fn add_kernel(&mut self, function: &KernelFunction) -> u32 {
+        let site = ProbeSite {
+            offset: 0,
+            emulated: true,
+        };
+        let id = self.push(
+            Path::new(function.library()),
+            &function.name,
+            function.addr,
+            site,
+            None,
+        );
+        if let Some(b) = self.boundaries.last_mut() {
+            b.kernel = Some(None);
+        }
+        id
+    }
+
+    /// The row of kernel function `id`'s calls inside crossing `parent` (created on first
+    /// use); `id` itself outside any.
+    pub fn kernel_under(&mut self, id: u32, parent: u32) -> u32 {
+        if parent == xlperf_common::NO_BOUNDARY {
+            return id;
+        }
+        if let Some(&row) = self.by_parent.get(&(id, parent)) {
+            return row;
+        }
+        let Some(base) = self.get(id).cloned() else {
+            return id;
+        };
+        let row = self.push(
+            &base.library,
+            &base.function,
+            base.file_offset,
+            base.site,
+            None,
+        );
+        if let Some(b) = self.boundaries.last_mut() {
+            b.kernel = Some(Some(parent));
+        }
+        self.by_parent.insert((id, parent), row);
+        row
     }
 
     pub fn is_empty(&self) -> bool {
@@ -199,6 +262,7 @@ impl BoundaryTable {
             file_offset,
             site,
             nif,
+            kernel: None,
         });
         id
     }

@@ -7,6 +7,7 @@ pub mod beam;
 pub mod boundary;
 pub mod bpf;
 pub mod elf;
+pub mod kernel;
 pub mod library;
 pub mod pending;
 pub mod proc;
@@ -130,7 +131,7 @@ pub enum ProbeError {
     )]
     NoAllocator { library: PathBuf },
     #[error(
-        "--alloc, --sched and --syscalls follow processes, so they need -p PID or a command, not --all"
+        "--alloc, --sched, --syscalls and --kfunc follow processes, so they need -p PID or a command, not --all"
     )]
     AllNeedsProcess,
     #[error(
@@ -145,6 +146,30 @@ pub enum ProbeError {
         "pids run different Erlang VMs ({first} and {second}); record one installation at a time"
     )]
     DifferentVms { first: PathBuf, second: PathBuf },
+    #[error(
+        "--kfunc needs kprobes, which this kernel lacks (no kprobe PMU: built without CONFIG_KPROBES); --syscalls, --ffi, --nif, --alloc and --sched still work (`xlperf check` lists what this kernel supports)"
+    )]
+    NoKprobes,
+    #[error(
+        "no kernel function matches {glob:?} among those that can be probed (see /sys/kernel/tracing/available_filter_functions; inlined and notrace functions are not there)"
+    )]
+    NoKernelFunction { glob: String },
+    #[error(
+        "{count} kernel functions match; attaching more than {max} kprobe pairs would slow every system call. Narrow the glob (--kfunc 'vfs_*') or raise --max-functions (at most 2048)"
+    )]
+    TooManyKernelFunctions { count: usize, max: usize },
+    #[error(
+        "kernel function {name} can be probed but /proc/kallsyms does not list it; is the module that defines it still loaded?"
+    )]
+    KernelSymbolMissing { name: String },
+    #[error(
+        "kernel function {name} is defined {count} times (static functions of the same name); a kprobe by name cannot tell them apart, so narrow the glob to leave it out"
+    )]
+    AmbiguousKernelFunction { name: String, count: usize },
+    #[error(
+        "/proc/kallsyms shows no addresses (kernel.kptr_restrict hides them); run as root, or set `sysctl kernel.kptr_restrict=0`"
+    )]
+    KallsymsHidden,
     #[error("{what}")]
     Program {
         what: String,

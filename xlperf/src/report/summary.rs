@@ -38,7 +38,10 @@ pub struct Summary {
     /// What each kind of probe costs here, as measured at start.
     pub probe_costs: ProbeCosts,
     /// Run time of the tracepoint programs included in `overhead_ns`; null when the
-    /// kernel's BPF statistics were not available (then they are not included).
+    /// kernel's BPF statistics were not available (then they are not included). With
+    /// `--kfunc` it includes the kprobe programs' run time: on other processes' calls
+    /// (without the kprobe machinery's own cost) and on the targets' (counted in the
+    /// per-call cost too, so `overhead_ns` overstates by that part).
     pub overhead_tracepoints_ns: Option<u64>,
     /// `--ffi` libraries the targets never mapped: nothing was traced in them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -256,6 +259,17 @@ pub struct BoundarySummary {
     pub sched: Option<SchedRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inclusive: Option<Inclusive>,
+    /// For a kernel function (`--kfunc`): the crossing (`library:function`) it ran
+    /// inside; absent for its calls outside any crossing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For a crossing: time in the traced kernel functions it called (outermost ones,
+    /// without probe time), part of its own `total_ns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_ns: Option<u64>,
+    /// The parent's id (not in the JSON).
+    #[serde(skip)]
+    pub parent_id: Option<u32>,
     /// System calls made inside this crossing, by name (`--syscalls`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscalls: Option<BTreeMap<String, SyscallFigures>>,
@@ -332,7 +346,7 @@ pub fn boundaries(
     infos: &BTreeMap<u32, BoundaryInfo>,
     comm: impl Fn(u32) -> String,
 ) -> Vec<BoundarySummary> {
-    aggregator
+    let rows = aggregator
         .by_total_time()
         .into_iter()
         .filter_map(|(pid, id, stats)| {
@@ -341,6 +355,12 @@ pub fn boundaries(
                 SiteKind::Emulated
             } else {
                 SiteKind::SingleStepped
+            };
+            let kernel = boundary.runtime == "kernel";
+            let (probe_site, probe_cost_ns) = if kernel {
+                ("kprobe", probe_costs.kernel_pair.total_ns)
+            } else {
+                (site.name(), probe_costs.pair.get(site).total_ns)
             };
             let raw = &stats.raw;
             let raw_q = |q: f64| raw.histogram.value_at_quantile(q).min(raw.max_ns);
@@ -360,8 +380,8 @@ pub fn boundaries(
                 depth_max: stats.depth_max,
                 probe_offset: boundary.probe_offset,
                 probe_emulated: boundary.probe_emulated,
-                probe_site: site.name(),
-                probe_cost_ns: probe_costs.pair.get(site).total_ns,
+                probe_site,
+                probe_cost_ns,
                 raw: RawDurations {
                     total_ns: raw.total_ns,
                     p50_ns: raw_q(0.50),
@@ -372,6 +392,8 @@ pub fn boundaries(
                 },
                 runtime: if boundary.nif.is_some() {
                     "beam"
+                } else if kernel {
+                    "kernel"
                 } else {
                     "ffi"
                 },
@@ -383,10 +405,44 @@ pub fn boundaries(
                 sched: costs.and_then(|c| c.sched_row(pid, id)),
                 inclusive: costs.map(|c| c.inclusive(pid, id, stats.total_ns)),
                 syscalls: None,
+                parent: boundary
+                    .parent
+                    .and_then(|p| infos.get(&p))
+                    .map(|p| format!("{}:{}", p.library, p.function)),
+                kernel_ns: None,
+                parent_id: boundary.parent,
                 id,
             })
         })
-        .collect()
+        .collect::<Vec<_>>();
+    with_kernel_time(rows, infos)
+}
+
+/// Gives each crossing the time of the kernel functions it called directly (those
+/// called by another traced kernel function are inside that one's time).
+fn with_kernel_time(
+    mut rows: Vec<BoundarySummary>,
+    infos: &BTreeMap<u32, BoundaryInfo>,
+) -> Vec<BoundarySummary> {
+    {
+        let is_kernel = |id: u32| infos.get(&id).is_some_and(|b| b.runtime == "kernel");
+        let mut by_row: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for row in &rows {
+            if let Some(parent) = row.parent_id
+                && row.runtime == "kernel"
+                && !is_kernel(parent)
+            {
+                let sum = by_row.entry((row.pid, parent)).or_default();
+                *sum = sum.saturating_add(row.total_ns);
+            }
+        }
+        for row in &mut rows {
+            if let Some(&ns) = by_row.get(&(row.pid, row.id)) {
+                row.kernel_ns = Some(ns);
+            }
+        }
+        rows
+    }
 }
 
 fn nif_summary(nif: &crate::model::NifInfo, stats: &CallStats, threshold_ns: u64) -> NifSummary {

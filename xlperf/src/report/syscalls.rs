@@ -17,7 +17,12 @@ const TABLE_TOP: usize = 5;
 
 /// Fills each row's `syscalls` and the per-process totals from the recorded entries.
 pub fn charge(summary: &mut Summary, entries: &[SyscallEntry], comm: impl Fn(u32) -> String) {
-    for row in &mut summary.boundaries {
+    // A kernel function's system calls are its crossing's (it makes none of its own).
+    for row in summary
+        .boundaries
+        .iter_mut()
+        .filter(|r| r.runtime != "kernel")
+    {
         let mine = entries
             .iter()
             .filter(|e| e.pid == row.pid && e.boundary == row.id);

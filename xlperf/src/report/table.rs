@@ -386,6 +386,38 @@ fn stepped_note(summary: &Summary, out: &mut String) {
     );
 }
 
+/// The KERNEL section (`--kfunc`): per crossing, the time its traced kernel functions
+/// took of its own.
+fn kernel_time(summary: &Summary, out: &mut String) {
+    let rows: Vec<_> = summary
+        .boundaries
+        .iter()
+        .filter_map(|b| Some((b, b.kernel_ns?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("\nKERNEL functions traced with --kfunc, inside each crossing\n");
+    let mut table = vec![vec![
+        "FUNCTION".to_owned(),
+        "IN KERNEL".into(),
+        "OF TOTAL".into(),
+    ]];
+    for (b, ns) in rows {
+        let share = if b.total_ns == 0 {
+            0.0
+        } else {
+            ns as f64 * 100.0 / b.total_ns as f64
+        };
+        table.push(vec![
+            b.function.clone(),
+            human_ns(ns),
+            format!("{} ({share:.0}%)", human_ns(b.total_ns)),
+        ]);
+    }
+    aligned(&table, 1, out);
+}
+
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     long_nifs(summary, &mut out);
@@ -394,6 +426,7 @@ pub fn render(summary: &Summary) -> String {
     allocations(summary, &mut out);
     scheduling(summary, &mut out);
     super::syscalls::section(summary, &mut out);
+    kernel_time(summary, &mut out);
     let calls: u64 = summary.boundaries.iter().map(|b| b.calls).sum();
     overhead_line(summary, calls, &mut out);
     notes(summary, &mut out);
@@ -440,7 +473,10 @@ fn crossings(summary: &Summary, out: &mut String) {
         rows.push([
             format!("{} {}", b.pid, b.comm),
             b.library.clone(),
-            b.function.clone(),
+            match &b.parent {
+                Some(parent) => format!("{} (in {parent})", b.function),
+                None => b.function.clone(),
+            },
             scheduler_of(b),
             b.calls.to_string(),
             human_ns(b.total_ns),

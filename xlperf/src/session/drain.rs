@@ -1,5 +1,6 @@
 //! From the ring buffer to named events: every item read, NIF dispatch calls renamed to
-//! their NIF (and the VM's own trampolines dropped), off-CPU periods charged to the same
+//! their NIF (and the VM's own trampolines dropped), kernel functions' calls given the row
+//! of the crossing they ran in, off-CPU periods charged to the same
 //! crossing, and every process, thread and boundary named the first time it is seen
 //! (a short-lived target is gone by the end).
 
@@ -57,6 +58,23 @@ impl Names {
         batch.stopped.dedup();
         if let Some(nif) = nif.as_deref_mut() {
             nif.name_batch(&mut batch.calls, table, |event| &mut event.record);
+        }
+        for call in &mut batch.calls {
+            let record = &mut call.record;
+            if table.is_kernel(record.boundary) {
+                // A kernel function's row is per crossing it ran in; its `target` is that
+                // crossing's NIF address (for the dispatch probes'), not its own.
+                let parent = tracing::crossing(
+                    nif.as_deref_mut(),
+                    record.pid,
+                    record.parent,
+                    record.target,
+                    table,
+                );
+                record.target = 0;
+                record.parent = parent;
+                record.boundary = table.kernel_under(record.boundary, parent);
+            }
         }
         for call in &batch.calls {
             let pid = call.record.pid;

@@ -26,6 +26,7 @@ use crate::{
             links::Links,
             tracepoints,
         },
+        kernel,
         pending::{self, Pending},
         proc::target::{self, Suspended},
     },
@@ -52,6 +53,8 @@ pub struct Session {
     stopped: Vec<u32>,
     /// `--all`: processes are known from their records.
     all: bool,
+    /// Whether `--kfunc`'s kprobes are in (with the first target).
+    kernel_attached: bool,
 }
 
 impl Session {
@@ -64,7 +67,13 @@ impl Session {
         live_blocks: u32,
         sample_bytes: u64,
     ) -> anyhow::Result<Self> {
-        let mut loaded = setup::load(&wants.probes, live_blocks, sample_bytes, wants.calibrate)?;
+        let mut loaded = setup::load(
+            &wants.probes,
+            live_blocks,
+            sample_bytes,
+            wants.calibrate,
+            !wants.kfuncs.is_empty(),
+        )?;
         if let Some(nif) = crossings.nif.as_mut() {
             nif.costs = loaded.calibration.costs;
         }
@@ -97,6 +106,7 @@ impl Session {
             stats,
             stopped: Vec::new(),
             all: false,
+            kernel_attached: false,
         })
     }
 
@@ -138,6 +148,7 @@ impl Session {
         };
         let nonzero = target::check_pid(pid)?;
         let scope = UProbeScope::OneProcess(nonzero);
+        self.attach_kernel()?;
         let (ebpf, table) = (&mut self.loaded.ebpf, &mut self.crossings.table);
         let mut links = Links::default();
         attach::attach_ffi(
@@ -169,6 +180,24 @@ impl Session {
         self.processes
             .insert(pid, Process::followed(links, pending));
         Ok(child)
+    }
+
+    /// `--kfunc`'s kprobe pairs, once: system-wide, the programs keep the targets' threads.
+    fn attach_kernel(&mut self) -> anyhow::Result<()> {
+        if self.kernel_attached || self.crossings.kernel.is_empty() {
+            return Ok(());
+        }
+        let functions: Vec<_> = self
+            .crossings
+            .kernel
+            .iter()
+            .map(|(id, f)| (*id, f))
+            .collect();
+        let cookie = self.costs().kernel_cookie();
+        self.probes +=
+            kernel::attach::attach(&mut self.loaded.ebpf, &functions, cookie, &mut self.global)?;
+        self.kernel_attached = true;
+        Ok(())
     }
 
     fn attach_all(&mut self, ids: Vec<u32>, nifs: bool) -> anyhow::Result<()> {
@@ -272,6 +301,7 @@ impl Session {
         }
         drop(global);
         drop(loaded.calibration.probes);
+        drop(loaded.calibration.kernel_probes);
         if let Some(nif) = crossings.nif.as_mut() {
             drop(std::mem::take(&mut nif.links));
         }

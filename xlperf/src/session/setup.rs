@@ -23,13 +23,14 @@ pub struct Loaded {
 }
 
 /// Loads the programs (the ring sized by `--ring-size`, the live-block map by
-/// `live_blocks` when allocations are traced), calibrates when asked, and reads the
-/// baseline.
+/// `live_blocks` when allocations are traced), calibrates when asked (with `kernel`, the
+/// kprobe pair too), and reads the baseline.
 pub fn load(
     probes: &ProbeArgs,
     live_blocks: u32,
     sample_bytes: u64,
     calibrate: bool,
+    kernel: bool,
 ) -> anyhow::Result<Loaded> {
     let mut ebpf = loader::load(
         probes.ring_size,
@@ -39,7 +40,8 @@ pub fn load(
     let ring = loader::call_records(&mut ebpf)?;
     let mut records = CallRecords::new(ring).context("polling the ring buffer")?;
     let calibration = if calibrate {
-        calibrate::measure(&mut ebpf, records.ring_mut(), probes.alloc)?
+        calibrate::measure(&mut ebpf, records.ring_mut(), probes.alloc, kernel)
+            .context("measuring what the probes cost")?
     } else {
         Calibration::none()
     };

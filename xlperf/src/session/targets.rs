@@ -17,6 +17,7 @@ use crate::{
         beam::{self, tracing::NifTracing},
         boundary::BoundaryTable,
         bpf::{loader, tracepoints},
+        kernel::{self, KernelFunction},
         library::{self, Found, Scope},
         pending,
         proc::target,
@@ -49,6 +50,8 @@ pub struct Wants {
     pub layout: Option<TracepointLayout>,
     /// Whether probe costs are measured (and taken out of every figure).
     pub calibrate: bool,
+    /// `--kfunc`: the kernel functions its globs name.
+    pub kfuncs: Vec<KernelFunction>,
 }
 
 impl Wants {
@@ -62,12 +65,14 @@ impl Wants {
         let layout = (probes.alloc || probes.sched)
             .then(|| tracepoints::layout(kmem))
             .transpose()?;
+        let kfuncs = kernel::resolve(&probes.kfunc, probes.max_functions)?;
         Ok(Self {
             probes: probes.clone(),
             specs,
             kmem,
             layout,
             calibrate: true,
+            kfuncs,
         })
     }
 
@@ -82,6 +87,7 @@ impl Wants {
             alloc: false,
             sched: false,
             syscalls: false,
+            kfunc: Vec::new(),
             max_functions: usize::MAX,
             ring_size: loader::DEFAULT_RING_BYTES,
         };
@@ -91,12 +97,13 @@ impl Wants {
             kmem: false,
             layout: None,
             calibrate: false,
+            kfuncs: Vec::new(),
         }
     }
 
     /// Allocations and scheduling are worth recording in any process, crossings or not.
     pub fn whole_process(&self) -> bool {
-        self.probes.alloc || self.probes.sched || self.probes.syscalls
+        self.probes.alloc || self.probes.sched || self.probes.syscalls || !self.kfuncs.is_empty()
     }
 
     /// NIFs are traced when asked for, or when a BEAM is given no --ffi.
@@ -136,6 +143,8 @@ pub struct Crossings {
     pub names: Names,
     /// Functions of libraries commands have not mapped yet, as far as known now.
     expected_later: usize,
+    /// `--kfunc`'s functions, by boundary id, once added to the table.
+    pub kernel: Vec<(u32, KernelFunction)>,
 }
 
 impl Crossings {
@@ -145,6 +154,12 @@ impl Crossings {
         wants: &Wants,
         target: Target<'a>,
     ) -> anyhow::Result<Prepared<'a>> {
+        if self.kernel.is_empty() {
+            for function in &wants.kfuncs {
+                self.kernel
+                    .push((self.table.add_kernel(function), function.clone()));
+            }
+        }
         let prepared = match target {
             Target::Pid { pid, wait } => self.prepare_pid(wants, pid, wait)?,
             Target::Command {

@@ -20,14 +20,17 @@ use aya::{
     Ebpf,
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
 };
-use xlperf_common::{CALIBRATION_BOUNDARY, CALIBRATION_STEPPED, probe_cookie};
+use xlperf_common::{CALIBRATION_BOUNDARY, CALIBRATION_KERNEL, CALIBRATION_STEPPED, probe_cookie};
 
 pub use crate::model::{PairCost, PerKind, ProbeCosts, SiteKind};
 
 use super::{
     ProbeError,
+    links::Links,
     loader::{self, ALLOC_EXIT, FFI_ENTRY, FFI_EXIT, FREE_ENTRY, MALLOC_ENTRY},
+    tracepoints,
 };
+use crate::probe::kernel;
 use aya::maps::{MapData, RingBuf};
 
 use crate::probe::bpf::ring::{self, Item};
@@ -104,6 +107,10 @@ pub struct Calibration {
     /// down (measured: a traced command started next to a detaching xlperf ran 0.5 s
     /// late): so they are kept until the recording ends, and go with its own probes.
     pub probes: Vec<UProbeLink>,
+    /// The kprobe pair's, likewise (`--kfunc`).
+    pub kernel_probes: Links,
+    /// System calls made while the kprobe pair was attached, and records of them read.
+    pub kernel_calls: (u64, u64),
 }
 
 impl Calibration {
@@ -115,27 +122,105 @@ impl Calibration {
             probed_calls: 0,
             seen_calls: 0,
             probes: Vec::new(),
+            kernel_probes: Links::default(),
+            kernel_calls: (0, 0),
         }
     }
 }
 
-/// Measures the probe pair at both kinds of site, and with `alloc` the allocator probes.
-/// Calibration records are drained from the call-record ring `records` as they come; the
-/// calibration probes come back attached ([`Calibration::probes`]).
+/// Measures the probe pair at both kinds of site, with `alloc` the allocator probes and
+/// with `kernel` the kprobe pair. Calibration records are drained from the call-record
+/// ring `records` as they come; the calibration probes come back attached
+/// ([`Calibration::probes`]).
 pub fn measure(
     ebpf: &mut Ebpf,
     records: &mut RingBuf<MapData>,
     alloc: bool,
+    kernel: bool,
 ) -> Result<Calibration, ProbeError> {
     let mut links = Vec::new();
     let mut seen = 0;
-    let costs = measure_all(ebpf, records, alloc, &mut links, &mut seen)?;
+    let mut costs = measure_all(ebpf, records, alloc, &mut links, &mut seen)?;
+    let mut kernel_probes = Links::default();
+    let mut kernel_calls = (0, 0);
+    if kernel {
+        let (pair, seen) = kernel_pair(ebpf, records, &mut kernel_probes)?;
+        costs.kernel_pair = pair;
+        kernel_calls = (u64::from(CALLS_KERNEL) * ROUNDS as u64, seen);
+    }
     Ok(Calibration {
         costs,
         probed_calls: u64::from(CALLS_EMULATED + CALLS_STEPPED) * ROUNDS as u64,
         seen_calls: seen,
         probes: links,
+        kernel_probes,
+        kernel_calls,
     })
+}
+
+/// Kernel functions the kprobe pair can be measured on, with a system call that reaches
+/// each. First choice: what an unused system call number reaches (335-423 are kept free
+/// on x86-64), which returns -ENOSYS at once, so the durations the pair measures on it are
+/// the pair's own in-call cost; kernels that do not let it be probed (6.1) get getppid,
+/// whose few instructions (tens of ns) then count as probe time.
+const KERNEL_CALIBRATION: [(&str, libc::c_long); 2] = [
+    ("__do_sys_ni_syscall", 400),
+    ("__do_sys_getppid", libc::SYS_getppid),
+];
+
+/// Calls per round: a system call costs more than a function call.
+const CALLS_KERNEL: u32 = 500;
+
+/// The kprobe pair on one of [`KERNEL_CALIBRATION`], called by system calls of our own
+/// (this process is a target for the measurement). System call -1 returns -ENOSYS without
+/// calling anything and is the twin: the whole cost is how much the probes add to the gap
+/// between the two, in-call cost the median of the durations the probes measured.
+fn kernel_pair(
+    ebpf: &mut Ebpf,
+    records: &mut RingBuf<MapData>,
+    links: &mut Links,
+) -> Result<(PairCost, u64), ProbeError> {
+    let run = |nr: libc::c_long| {
+        time(CALLS_KERNEL, || {
+            // SAFETY: an unused system call number, getppid, or -1: the kernel returns
+            // -ENOSYS or the parent's pid and touches nothing of ours.
+            black_box(unsafe { libc::syscall(nr) });
+        })
+    };
+    let mut candidates = KERNEL_CALIBRATION.iter().map(|&(name, nr)| {
+        kernel::resolve(&[name.to_owned()], 1).map(|functions| (functions, nr))
+    });
+    let (functions, nr) = match candidates.next() {
+        Some(Ok(found)) => found,
+        _ => candidates.next().unwrap_or(Err(ProbeError::NoKprobes))?,
+    };
+    let gap = || run(nr).saturating_sub(run(-1));
+    let bare: Vec<Duration> = (0..ROUNDS).map(|_| gap()).collect();
+    let named: Vec<(u32, &kernel::KernelFunction)> =
+        functions.iter().map(|f| (CALIBRATION_KERNEL, f)).collect();
+    let own = std::process::id();
+    tracepoints::add_target(ebpf, own)?;
+    // No cost in the cookie: these calls charge nothing to anything.
+    kernel::attach::attach(ebpf, &named, probe_cookie::pack(0, 0, 0, false), links)?;
+    let mut durations = Vec::new();
+    let mut probed = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        probed.push(gap());
+        ring::drain(records, |item| {
+            if let Item::Call(r, _) = item
+                && r.boundary == CALIBRATION_KERNEL
+            {
+                durations.push(r.duration_ns);
+            }
+        });
+    }
+    tracepoints::remove_target(ebpf, own)?;
+    durations.sort_unstable();
+    let cost = PairCost {
+        total_ns: per_call(median(probed).saturating_sub(median(bare)), CALLS_KERNEL),
+        in_call_ns: durations.get(durations.len() / 2).copied().unwrap_or(0),
+    };
+    Ok((cost, durations.len() as u64))
 }
 
 fn measure_all(
@@ -367,6 +452,7 @@ mod tests {
                 emulated: 400,
                 single_stepped: 9000,
             },
+            kernel_pair: PairCost::default(),
         };
         let stepped = ProbeSite {
             offset: 0,

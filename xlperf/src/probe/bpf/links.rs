@@ -10,6 +10,7 @@ use std::path::Path;
 use aya::{
     Ebpf,
     programs::{
+        kprobe::KProbeLink,
         trace_point::TracePointLink,
         uprobe::{UProbeAttachPoint, UProbeLink, UProbeScope},
     },
@@ -22,6 +23,7 @@ use super::{ProbeError, loader};
 pub struct Links {
     uprobes: Vec<UProbeLink>,
     tracepoints: Vec<TracePointLink>,
+    kprobes: Vec<KProbeLink>,
 }
 
 impl Links {
@@ -50,12 +52,35 @@ impl Links {
         Ok(())
     }
 
+    /// Attaches kprobe program `program` to kernel function `function`, system-wide.
+    pub fn attach_kprobe(
+        &mut self,
+        ebpf: &mut Ebpf,
+        program: &'static str,
+        function: &str,
+    ) -> Result<(), ProbeError> {
+        let probe = loader::kprobe(ebpf, program)?;
+        let what = || format!("attaching {program} to kernel function {function}");
+        let id = probe
+            .attach(function, 0)
+            .map_err(|source| ProbeError::Program {
+                what: what(),
+                source,
+            })?;
+        let link = probe.take_link(id).map_err(|source| ProbeError::Program {
+            what: what(),
+            source,
+        })?;
+        self.kprobes.push(link);
+        Ok(())
+    }
+
     pub fn push_tracepoint(&mut self, link: TracePointLink) {
         self.tracepoints.push(link);
     }
 
     pub fn len(&self) -> usize {
-        self.uprobes.len() + self.tracepoints.len()
+        self.uprobes.len() + self.tracepoints.len() + self.kprobes.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -3,7 +3,7 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, UProbe},
+    programs::{KProbe, ProgramError, UProbe},
 };
 use xlperf_common::{COUNTERS_SLOT, CallStack, Counters, ProbeTime};
 
@@ -43,6 +43,8 @@ pub const MM_PAGE_ALLOC: &str = "mm_page_alloc";
 pub const MUNMAP_ENTER: &str = "munmap_enter";
 pub const SYS_ENTER: &str = "sys_enter";
 pub const SYS_EXIT: &str = "sys_exit";
+pub const KFUNC_ENTRY: &str = "kfunc_entry";
+pub const KFUNC_EXIT: &str = "kfunc_exit";
 pub const EMPTY_ENTRY: &str = "empty_entry";
 pub const EMPTY_EXIT: &str = "empty_exit";
 
@@ -56,6 +58,8 @@ pub const LAYOUT: &str = "LAYOUT";
 pub const TARGETS: &str = "TARGETS";
 pub const ALLOC_SAMPLE_BYTES: &str = "ALLOC_SAMPLE_BYTES";
 pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
+pub const KFUNCS: &str = "KFUNCS";
+pub const KFUNC_COST: &str = "KFUNC_COST";
 
 /// Blocks tracked as live at once unless `--alloc-live-max` says otherwise.
 pub const DEFAULT_LIVE_BLOCKS: u32 = 262_144;
@@ -147,6 +151,25 @@ pub fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UPro
         .try_into()
         .map_err(|source| ProbeError::Program {
             what: format!("program {name} is not a uprobe"),
+            source,
+        })?;
+    match program.load() {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(program),
+        Err(source) => Err(ProbeError::Program {
+            what: format!("the kernel rejected eBPF program {name}"),
+            source,
+        }),
+    }
+}
+
+/// The kprobe program `name`, verified and loaded into the kernel.
+pub fn kprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut KProbe, ProbeError> {
+    let program: &mut KProbe = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            what: format!("program {name} is not a kprobe"),
             source,
         })?;
     match program.load() {

@@ -144,6 +144,24 @@ pub fn add_target(ebpf: &mut Ebpf, pid: u32) -> Result<(), ProbeError> {
     })
 }
 
+/// Stops following process `pid` (the calibration's own, once measured).
+pub fn remove_target(ebpf: &mut Ebpf, pid: u32) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut(loader::TARGETS)
+        .ok_or(ProbeError::MissingMap {
+            name: loader::TARGETS,
+        })?;
+    let mut targets: BpfHashMap<_, u32, u32> =
+        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
+            what: "opening the target-process map".into(),
+            source,
+        })?;
+    targets.remove(&pid).map_err(|source| ProbeError::Map {
+        what: format!("removing pid {pid} from the target-process map"),
+        source,
+    })
+}
+
 /// `--sched`: the switch, waking and new-task tracepoints.
 pub fn attach_sched(ebpf: &mut Ebpf, links: &mut Links) -> Result<(), ProbeError> {
     for (program, name) in [
@@ -205,8 +223,11 @@ pub fn syscalls_format() -> Result<(), ProbeError> {
     Ok(())
 }
 
-/// Every tracepoint program xlperf has.
-const TRACEPOINT_PROGRAMS: [&str; 10] = [
+/// Every program xlperf runs for every process on the host, filtering for the targets:
+/// the tracepoint programs and `--kfunc`'s kprobe pair.
+const TRACEPOINT_PROGRAMS: [&str; 12] = [
+    loader::KFUNC_ENTRY,
+    loader::KFUNC_EXIT,
     loader::SCHED_SWITCH,
     loader::SCHED_WAKING,
     loader::SCHED_WAKEUP_NEW,
@@ -221,7 +242,10 @@ const TRACEPOINT_PROGRAMS: [&str; 10] = [
 
 /// How long the loaded tracepoint programs have run, in all, as the kernel's BPF
 /// statistics measured it (only while `aya::sys::enable_stats` is held). They run for
-/// every process on the host, filtering for the targets: this is their whole cost.
+/// every process on the host, filtering for the targets: this is their whole cost. For
+/// the kprobe pair it is the programs' part of their cost on other processes' calls (the
+/// kprobe machinery around them is not measured), and on the targets' calls a part that
+/// their calibrated per-call cost counts again.
 pub fn run_time(ebpf: &Ebpf) -> Result<u64, ProbeError> {
     let mut total = 0u64;
     for name in TRACEPOINT_PROGRAMS {
