@@ -187,9 +187,9 @@ fn kernel_pair(
             black_box(unsafe { libc::syscall(nr) });
         })
     };
-    let mut candidates = KERNEL_CALIBRATION.iter().map(|&(name, nr)| {
-        kernel::resolve(&[name.to_owned()], 1).map(|functions| (functions, nr))
-    });
+    let mut candidates = KERNEL_CALIBRATION
+        .iter()
+        .map(|&(name, nr)| kernel::resolve(&[name.to_owned()], 1).map(|functions| (functions, nr)));
     let (functions, nr) = match candidates.next() {
         Some(Ok(found)) => found,
         _ => candidates.next().unwrap_or(Err(ProbeError::NoKprobes))?,
