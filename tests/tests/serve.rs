@@ -426,3 +426,69 @@ fn serve_attaches_to_a_library_a_command_loads_later_by_its_bare_name() {
         (calls == N as f64).then_some(())
     });
 }
+
+#[test]
+fn serve_syscalls_counts_each_crossings_system_calls_exactly() {
+    const N: u64 = 30;
+    const M: u64 = 4;
+    let w = xlperf_tests::alloc::alloc_workloads();
+    let port = free_port();
+    let _xlperf = serve(
+        &[
+            "--syscalls",
+            "--ffi",
+            &ffi("xl_write_null"),
+            "--",
+            xlperf_tests::s(&w.driver),
+            "writes",
+            &N.to_string(),
+            &M.to_string(),
+        ],
+        port,
+    );
+    // The counters follow the kernel's totals once a second: wait for the final ones.
+    let series = |body: &str, metric: &str, syscall: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| {
+                l.starts_with(&format!("{metric}{{"))
+                    && l.contains("function=\"xl_write_null\"")
+                    && l.contains(&format!("syscall=\"{syscall}\""))
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let body = eventually(
+        Duration::from_secs(20),
+        "N x M writes, then no target",
+        || {
+            let (_, body) = get(port, "/metrics", None)?;
+            let writes = series(&body, "xlperf_crossing_syscalls_total", "write")?;
+            (writes == (N * M) as f64 && body.lines().any(|l| l == "xlperf_targets 0"))
+                .then_some(body)
+        },
+    );
+    assert_eq!(
+        series(&body, "xlperf_crossing_syscalls_total", "openat"),
+        Some(M as f64),
+        "{body}"
+    );
+    assert_eq!(
+        series(&body, "xlperf_crossing_syscalls_total", "close"),
+        Some(M as f64),
+        "{body}"
+    );
+    assert!(
+        series(&body, "xlperf_crossing_syscall_seconds_total", "write").is_some_and(|s| s > 0.0),
+        "{body}"
+    );
+    // Calls outside any crossing are the process's own series, with empty crossing labels.
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("xlperf_crossing_syscalls_total{")
+                && l.contains("function=\"\"")
+                && l.contains("syscall=\"execve\"")),
+        "{body}"
+    );
+}

@@ -89,6 +89,9 @@ async fn serve(args: &ServeArgs, wants: Wants) -> anyhow::Result<()> {
         args.probes.alloc,
         args.probes.sched,
     )));
+    if args.probes.syscalls {
+        lock(&exposition).enable_syscalls();
+    }
     let probe_cost = session.costs().pair.emulated.total_ns;
     lock(&exposition)
         .own
@@ -210,8 +213,8 @@ async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpLis
         })
 }
 
-/// The once-a-second work: new processes by name, exits, libraries mapped since, and
-/// xlperf's own figures.
+/// The once-a-second work: new processes by name, exits, libraries mapped since, system
+/// calls (`--syscalls`), and xlperf's own figures.
 struct Scan {
     last: Instant,
     /// Drops and probe time at the last scan (the kernel's counters only grow).
@@ -253,6 +256,12 @@ impl Scan {
         }
         if let Err(e) = session.rescan() {
             log::warn!("{e:#}");
+        }
+        if args.probes.syscalls {
+            let entries = session.syscalls()?;
+            let names = session.names();
+            let comm = |pid| names.processes.get(&pid).cloned().unwrap_or_default();
+            lock(exposition).syscalls(&entries, &names.boundaries, comm);
         }
         let dropped = session.counters()?.dropped;
         let probe_ns = Self::probe_ns(session)?;

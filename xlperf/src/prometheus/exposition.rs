@@ -2,7 +2,10 @@
 //! prometheus-client registry, with a cap on label sets and the removal of processes
 //! gone for longer than the grace period.
 
-use std::{collections::HashMap, fmt::Write as _};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -16,7 +19,8 @@ use prometheus_client::{
 };
 use xlperf_common::{CallRecord, Cost, thread_kind};
 
-use crate::model::BoundaryInfo;
+use super::syscalls::SyscallSeries;
+use crate::model::{BoundaryInfo, SyscallEntry};
 
 /// The labels of every per-crossing series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +63,8 @@ pub struct Exposition {
     series: HashMap<u32, Vec<Crossing>>,
     max_series: usize,
     long_call_ns: u64,
+    /// `--syscalls`' series, once enabled.
+    syscalls: Option<SyscallSeries>,
 }
 
 impl Exposition {
@@ -140,7 +146,41 @@ impl Exposition {
             series: HashMap::new(),
             max_series,
             long_call_ns,
+            syscalls: None,
         }
+    }
+
+    /// Registers the `--syscalls` families.
+    pub fn enable_syscalls(&mut self) {
+        if self.syscalls.is_none() {
+            self.syscalls = Some(SyscallSeries::register(&mut self.registry));
+        }
+    }
+
+    /// Takes in the kernel's system-call totals (`--syscalls`), named by `boundaries`
+    /// and `comm`. Crossings count towards the label-set cap as their calls do.
+    pub fn syscalls(
+        &mut self,
+        entries: &[SyscallEntry],
+        boundaries: &BTreeMap<u32, BoundaryInfo>,
+        comm: impl Fn(u32) -> String,
+    ) {
+        let Some(mut series) = self.syscalls.take() else {
+            return;
+        };
+        series.add(entries, boundaries, |pid, info| {
+            Some(match info {
+                Some(info) => self.labels(pid, &comm(pid), info),
+                None => Crossing {
+                    pid: pid.to_string(),
+                    comm: comm(pid),
+                    runtime: String::new(),
+                    library: String::new(),
+                    function: String::new(),
+                },
+            })
+        });
+        self.syscalls = Some(series);
     }
 
     /// Takes in one call of `boundary` in process `pid` named `comm`.
@@ -222,6 +262,9 @@ impl Exposition {
 
     /// Drops every series of `pid` (it exited longer than the grace period ago).
     pub fn forget(&mut self, pid: u32) {
+        if let Some(series) = self.syscalls.as_mut() {
+            series.forget(pid);
+        }
         for labels in self.series.remove(&pid).unwrap_or_default() {
             self.duration.remove(&labels);
             for family in [
