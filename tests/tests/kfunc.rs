@@ -66,7 +66,16 @@ fn kernel_calls_are_charged_to_the_crossing_that_makes_them() {
     if !has_kprobes() {
         return assert_no_kprobes_error(&args);
     }
-    let summary = summary_of(&xlperf(&args));
+    let dir = std::env::temp_dir().join(format!("xlperf-kfunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let capture = dir.join("writes.xlperf");
+    let mut with_capture = args.to_vec();
+    with_capture.splice(2..2, ["-o", s(&capture)]);
+    let summary = summary_of(&xlperf(&with_capture));
+    // The capture file carries the kernel rows and their parents: report gives the same.
+    let reported = summary_of(&xlperf(&["report", "--json", s(&capture)]));
+    assert_eq!(reported["boundaries"], summary["boundaries"]);
+    let _ = std::fs::remove_dir_all(&dir);
     let k = kernel_row(&summary, "vfs_write", "xl_write_null")
         .unwrap_or_else(|| panic!("no vfs_write row under xl_write_null: {summary:#}"));
     assert_eq!(k["calls"], N * M, "{k:#}");

@@ -42,7 +42,18 @@ const KERNELS: [Kernel; 3] = [
         prefix: "linux-image-6.12.",
         suffix: "+deb13-amd64-unsigned",
         split: false,
-        skip: &[],
+        // To keep the tier near 15 minutes: these two check xlperf's own logic (glob
+        // errors, a crossing with no kernel calls), which 6.1 and 7.x run.
+        skip: &[
+            (
+                "globs_that_match_nothing_or_too_much_are_one_clear_error",
+                "kernel-independent, run on 6.1 and 7.x",
+            ),
+            (
+                "a_crossing_that_makes_no_such_call_gets_none",
+                "kernel-independent, run on 6.1 and 7.x",
+            ),
+        ],
     },
     Kernel {
         label: "7.x",
@@ -163,7 +174,22 @@ pub fn matrix(only: Option<&str>) -> anyhow::Result<usize> {
         let started = Instant::now();
         let (vmlinuz, release) = apt.kernel(kernel)?;
         let tests = kernel.tests();
-        let results = boot(&vmlinuz, &release, &bin.join("xlperf"), &binaries, &tests)?;
+        let xlperf = bin.join("xlperf");
+        let mut results = boot(&vmlinuz, &release, &xlperf, &binaries, &tests)?;
+        // A guest kernel that dies under TCG (seen once: an int3 oops in __schedule while
+        // the kernel patched its own text, in the idle task) is no test's verdict: it is
+        // said, kept in the report, and booted once more.
+        if let Some(panic) = panicked(&release) {
+            eprintln!(
+                "xtask: {release}: the guest kernel panicked ({panic}); booting it once more"
+            );
+            let _ = writeln!(
+                report,
+                "{:<6} rebooted once: the guest kernel panicked ({panic})",
+                kernel.label
+            );
+            results = boot(&vmlinuz, &release, &xlperf, &binaries, &tests)?;
+        }
         let check = ("xlperf check", vec!["every line ok"]);
         for (binary, tests) in std::iter::once(&check).chain(&tests) {
             let mine: Vec<&Outcome> = results.iter().filter(|r| r.binary == *binary).collect();
@@ -427,6 +453,23 @@ fn install_modules(unpacked: &Path, release: &str) -> anyhow::Result<()> {
     cmd::run(Command::new(depmod).args(["-a", release]))
 }
 
+/// The first line of an oops or panic in the last guest's kernel log, if its kernel died.
+fn panicked(release: &str) -> Option<String> {
+    let out = root().join("target/vm").join(release);
+    if out.join("finished").exists() {
+        return None;
+    }
+    let log = fs::read_to_string(out.join("vng.log")).unwrap_or_default()
+        + &fs::read_to_string(out.join("console.log")).unwrap_or_default();
+    let died = log.lines().any(|l| l.contains("Kernel panic"));
+    died.then(|| {
+        log.lines()
+            .find(|l| l.contains("Oops") || l.contains("BUG:") || l.contains("Kernel panic"))
+            .map(|l| l.split("] ").last().unwrap_or(l).trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
 /// One test's outcome in a guest.
 struct Outcome {
     binary: String,
@@ -492,7 +535,10 @@ fn boot(
         eprintln!("xtask: {release}: xlperf check is not all ok:\n{check}");
     }
     if !out.join("finished").exists() {
-        let console = fs::read_to_string(out.join("console.log")).unwrap_or_default();
+        // vng -v writes the kernel's messages to its stderr (vng.log), the script's
+        // output to console.log: both end the same way when the guest dies.
+        let console = fs::read_to_string(out.join("console.log")).unwrap_or_default()
+            + &fs::read_to_string(out.join("vng.log")).unwrap_or_default();
         let tail: Vec<&str> = console.lines().rev().take(40).collect();
         eprintln!(
             "xtask: {release}: the guest stopped before its last test ({:.0} s); its console ends:\n{}",

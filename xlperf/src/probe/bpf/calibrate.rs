@@ -169,7 +169,7 @@ const KERNEL_CALIBRATION: [(&str, libc::c_long); 2] = [
 ];
 
 /// Calls per round: a system call costs more than a function call.
-const CALLS_KERNEL: u32 = 500;
+const CALLS_KERNEL: u32 = 250;
 
 /// The kprobe pair on one of [`KERNEL_CALIBRATION`], called by system calls of our own
 /// (this process is a target for the measurement). System call -1 returns -ENOSYS without
@@ -187,17 +187,15 @@ fn kernel_pair(
             black_box(unsafe { libc::syscall(nr) });
         })
     };
-    let mut candidates = KERNEL_CALIBRATION
+    let names = KERNEL_CALIBRATION.map(|(name, _)| name);
+    let function = kernel::first_probeable(&names)?;
+    let nr = KERNEL_CALIBRATION
         .iter()
-        .map(|&(name, nr)| kernel::resolve(&[name.to_owned()], 1).map(|functions| (functions, nr)));
-    let (functions, nr) = match candidates.next() {
-        Some(Ok(found)) => found,
-        _ => candidates.next().unwrap_or(Err(ProbeError::NoKprobes))?,
-    };
+        .find(|(name, _)| *name == function.name)
+        .map_or(-1, |&(_, nr)| nr);
     let gap = || run(nr).saturating_sub(run(-1));
     let bare: Vec<Duration> = (0..ROUNDS).map(|_| gap()).collect();
-    let named: Vec<(u32, &kernel::KernelFunction)> =
-        functions.iter().map(|f| (CALIBRATION_KERNEL, f)).collect();
+    let named = [(CALIBRATION_KERNEL, &function)];
     let own = std::process::id();
     tracepoints::add_target(ebpf, own)?;
     // No cost in the cookie: these calls charge nothing to anything.

@@ -44,13 +44,7 @@ pub fn resolve(globs: &[String], max: usize) -> Result<Vec<KernelFunction>, Prob
     if globs.is_empty() {
         return Ok(Vec::new());
     }
-    if !has_kprobes() {
-        return Err(ProbeError::NoKprobes);
-    }
-    tracefs::ensure_mounted().map_err(|source| ProbeError::Tracefs { source })?;
-    let path = tracefs::root().join("available_filter_functions");
-    let listed =
-        std::fs::read_to_string(&path).map_err(|source| ProbeError::Read { path, source })?;
+    let listed = probeable()?;
     let matchers = globs
         .iter()
         .map(|g| Ok((g, matcher(g)?)))
@@ -79,9 +73,46 @@ pub fn resolve(globs: &[String], max: usize) -> Result<Vec<KernelFunction>, Prob
             max: limit,
         });
     }
-    let addresses = kallsyms::text_symbols(&chosen)?;
+    located(&chosen)
+}
+
+/// The first of `names` the kernel lets be probed, read in one pass (the calibration's
+/// candidates).
+pub fn first_probeable(names: &[&str]) -> Result<KernelFunction, ProbeError> {
+    let listed = probeable()?;
+    let found = names
+        .iter()
+        .find(|&&name| {
+            listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name))
+        })
+        .ok_or_else(|| ProbeError::NoKernelFunction {
+            glob: names.join(", "),
+        })?;
+    let chosen = BTreeSet::from([(*found).to_owned()]);
+    let mut functions = located(&chosen)?;
+    functions.pop().ok_or(ProbeError::KernelSymbolMissing {
+        name: (*found).to_owned(),
+    })
+}
+
+/// The functions kprobes can be placed on: `available_filter_functions`, one per line
+/// (`name` or `name [module]`).
+fn probeable() -> Result<String, ProbeError> {
+    if !has_kprobes() {
+        return Err(ProbeError::NoKprobes);
+    }
+    tracefs::ensure_mounted().map_err(|source| ProbeError::Tracefs { source })?;
+    let path = tracefs::root().join("available_filter_functions");
+    std::fs::read_to_string(&path).map_err(|source| ProbeError::Read { path, source })
+}
+
+/// `chosen`, with their addresses from /proc/kallsyms.
+fn located(chosen: &BTreeSet<String>) -> Result<Vec<KernelFunction>, ProbeError> {
+    let addresses = kallsyms::text_symbols(chosen)?;
     let mut functions = Vec::new();
-    for name in &chosen {
+    for name in chosen {
         match addresses.get(name).map(Vec::as_slice) {
             Some([(addr, module)]) => functions.push(KernelFunction {
                 name: name.clone(),
